@@ -1,0 +1,176 @@
+-- auth_ext schema: tables, types and roles, before any function is created.
+-- The column sets follow Supabase Auth's, so triggers and policies written for Supabase
+-- work unchanged. Differences are deliberate and commented.
+
+do $$
+begin
+  -- CREATE EXTENSION adopts an existing `auth` schema (the control file names it); refuse
+  -- one that already holds a users table instead of failing halfway with a bare
+  -- "relation already exists".
+  if pg_catalog.to_regclass('auth.users') is not null then
+    raise exception 'auth_ext: auth.users already exists'
+      using errcode = '42P07',
+            hint = 'auth_ext creates its own auth schema; rename the existing one first (ALTER SCHEMA auth RENAME TO auth_old) and copy the rows over.';
+  end if;
+end
+$$;
+
+-- The roles PostgREST and Supabase expect. Roles are cluster-wide, so they are only
+-- created when missing and are left in place by DROP EXTENSION.
+do $$
+begin
+  if not exists (select 1 from pg_catalog.pg_roles where rolname = 'anon') then
+    create role anon nologin noinherit;
+  end if;
+  if not exists (select 1 from pg_catalog.pg_roles where rolname = 'authenticated') then
+    create role authenticated nologin noinherit;
+  end if;
+  if not exists (select 1 from pg_catalog.pg_roles where rolname = 'service_role') then
+    -- As on Supabase: the service role bypasses row level security.
+    create role service_role nologin noinherit bypassrls;
+  end if;
+end
+$$;
+
+create type auth.aal_level as enum ('aal1', 'aal2', 'aal3');
+
+create table auth.users (
+  instance_id uuid,
+  id uuid not null primary key,
+  aud varchar(255),
+  role varchar(255),
+  email varchar(255),
+  encrypted_password varchar(255),
+  email_confirmed_at timestamptz,
+  invited_at timestamptz,
+  confirmation_token varchar(255),
+  confirmation_sent_at timestamptz,
+  recovery_token varchar(255),
+  recovery_sent_at timestamptz,
+  email_change_token_new varchar(255),
+  email_change varchar(255),
+  email_change_sent_at timestamptz,
+  last_sign_in_at timestamptz,
+  raw_app_meta_data jsonb,
+  raw_user_meta_data jsonb,
+  is_super_admin boolean,
+  created_at timestamptz,
+  updated_at timestamptz,
+  phone text default null,
+  phone_confirmed_at timestamptz,
+  phone_change text default '',
+  phone_change_token varchar(255) default '',
+  phone_change_sent_at timestamptz,
+  confirmed_at timestamptz generated always as (least(email_confirmed_at, phone_confirmed_at)) stored,
+  email_change_token_current varchar(255) default '',
+  email_change_confirm_status smallint default 0
+    check (email_change_confirm_status >= 0 and email_change_confirm_status <= 2),
+  banned_until timestamptz,
+  reauthentication_token varchar(255) default '',
+  reauthentication_sent_at timestamptz,
+  is_sso_user boolean not null default false,
+  deleted_at timestamptz,
+  is_anonymous boolean not null default false
+);
+comment on table auth.users is 'Auth: stores user login data within a secure schema.';
+comment on column auth.users.is_sso_user is 'Auth: Set this column to true when the account comes from SSO. These accounts can have duplicate emails.';
+-- Supabase has unique(email) where not SSO; auth_ext makes it case-insensitive, so that
+-- A@x.io and a@x.io are one account however a row was written.
+create unique index users_email_partial_key on auth.users (lower(email)) where is_sso_user = false;
+create unique index users_phone_key on auth.users (phone);
+create index users_instance_id_idx on auth.users (instance_id);
+create index users_is_anonymous_idx on auth.users (is_anonymous);
+
+create table auth.identities (
+  provider_id text not null,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  identity_data jsonb not null,
+  provider text not null,
+  last_sign_in_at timestamptz,
+  created_at timestamptz,
+  updated_at timestamptz,
+  email text generated always as (lower(identity_data ->> 'email')) stored,
+  id uuid not null default gen_random_uuid() primary key,
+  constraint identities_provider_id_provider_unique unique (provider_id, provider)
+);
+comment on table auth.identities is 'Auth: Stores identities associated to a user.';
+create index identities_user_id_idx on auth.identities (user_id);
+create index identities_email_idx on auth.identities (email text_pattern_ops);
+
+create table auth.sessions (
+  id uuid not null primary key,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  created_at timestamptz,
+  updated_at timestamptz,
+  factor_id uuid,
+  aal auth.aal_level,
+  not_after timestamptz,
+  refreshed_at timestamp,
+  user_agent text,
+  ip inet,
+  tag text
+);
+comment on table auth.sessions is 'Auth: Stores session data associated to a user.';
+create index sessions_user_id_idx on auth.sessions (user_id);
+create index user_id_created_at_idx on auth.sessions (user_id, created_at);
+create index sessions_not_after_idx on auth.sessions (not_after desc);
+
+create table auth.refresh_tokens (
+  instance_id uuid,
+  id bigserial primary key,
+  -- Deliberate difference from Supabase: `token` holds the SHA-256 (hex) of the refresh
+  -- token, never the token itself, so a leaked copy of this table refreshes nothing.
+  token varchar(255),
+  user_id varchar(255),
+  revoked boolean,
+  created_at timestamptz,
+  updated_at timestamptz,
+  parent varchar(255),
+  session_id uuid references auth.sessions (id) on delete cascade,
+  constraint refresh_tokens_token_unique unique (token)
+);
+comment on table auth.refresh_tokens is 'Auth: Store of tokens used to refresh JWT tokens once they expire.';
+create index refresh_tokens_instance_id_idx on auth.refresh_tokens (instance_id);
+create index refresh_tokens_instance_id_user_id_idx on auth.refresh_tokens (instance_id, user_id);
+create index refresh_tokens_parent_idx on auth.refresh_tokens (parent);
+create index refresh_tokens_session_id_revoked_idx on auth.refresh_tokens (session_id, revoked);
+create index refresh_tokens_updated_at_idx on auth.refresh_tokens (updated_at desc);
+
+create table auth.audit_log_entries (
+  instance_id uuid,
+  id uuid not null primary key,
+  payload json,
+  created_at timestamptz,
+  ip_address varchar(64) not null default ''
+);
+comment on table auth.audit_log_entries is 'Auth: Audit trail for user actions.';
+create index audit_logs_instance_id_idx on auth.audit_log_entries (instance_id);
+
+-- Key material. Readable by the extension owner alone; functions that need a key read it
+-- with the owner's rights from Rust (see src/keys.rs).
+create table auth.signing_keys (
+  id uuid not null default gen_random_uuid() primary key,
+  kid text unique,
+  algorithm text not null check (algorithm in ('HS256')),
+  state text not null default 'standby'
+    check (state in ('standby', 'in_use', 'previously_used', 'revoked')),
+  -- For HS256: the shared secret string; its UTF-8 bytes are the HMAC key, exactly as
+  -- PostgREST's jwt-secret uses it.
+  secret text not null,
+  -- true for the key CREATE EXTENSION generated; see auth._signing_keys_before_insert.
+  generated boolean not null default false,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+comment on table auth.signing_keys is 'auth_ext: token signing keys. Owner only: never grant access to this table.';
+create unique index signing_keys_one_in_use on auth.signing_keys (algorithm) where state = 'in_use';
+
+-- pg_dump keeps rows of extension tables only when they are registered: without this a
+-- dump and restore would lose every account.
+select pg_catalog.pg_extension_config_dump('auth.users', '');
+select pg_catalog.pg_extension_config_dump('auth.identities', '');
+select pg_catalog.pg_extension_config_dump('auth.sessions', '');
+select pg_catalog.pg_extension_config_dump('auth.refresh_tokens', '');
+select pg_catalog.pg_extension_config_dump('auth.refresh_tokens_id_seq', '');
+select pg_catalog.pg_extension_config_dump('auth.audit_log_entries', '');
+select pg_catalog.pg_extension_config_dump('auth.signing_keys', '');

@@ -1,0 +1,150 @@
+-- auth_ext: SQL glue, the initial key, and privileges. Runs after every Rust function exists.
+
+-- Timestamps in user objects are UTC RFC 3339, as GoTrue writes them, whatever the
+-- session's TimeZone.
+create function auth._iso(t timestamptz) returns text
+language sql immutable parallel safe
+set search_path = pg_catalog, pg_temp
+return pg_catalog.to_char(t at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+
+-- The `user` object of a GoTrue session, built from one row.
+create function auth._user_json(u auth.users) returns jsonb
+language sql stable parallel safe
+set search_path = pg_catalog, pg_temp
+begin atomic
+  select pg_catalog.jsonb_build_object(
+    'id', u.id,
+    'aud', coalesce(u.aud, ''),
+    'role', coalesce(u.role, ''),
+    'email', coalesce(u.email, ''),
+    'email_confirmed_at', auth._iso(u.email_confirmed_at),
+    'phone', coalesce(u.phone, ''),
+    'phone_confirmed_at', auth._iso(u.phone_confirmed_at),
+    'confirmed_at', auth._iso(u.confirmed_at),
+    'last_sign_in_at', auth._iso(u.last_sign_in_at),
+    'app_metadata', coalesce(u.raw_app_meta_data, '{}'::jsonb),
+    'user_metadata', coalesce(u.raw_user_meta_data, '{}'::jsonb),
+    'identities', coalesce((
+      select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'identity_id', i.id,
+               'id', i.provider_id,
+               'user_id', i.user_id,
+               'identity_data', i.identity_data,
+               'provider', i.provider,
+               'last_sign_in_at', auth._iso(i.last_sign_in_at),
+               'created_at', auth._iso(i.created_at),
+               'updated_at', auth._iso(i.updated_at),
+               'email', i.email) order by i.created_at, i.id)
+        from auth.identities i
+       where i.user_id = u.id), '[]'::jsonb),
+    'created_at', auth._iso(u.created_at),
+    'updated_at', auth._iso(u.updated_at),
+    'is_anonymous', u.is_anonymous);
+end;
+
+-- Keys: at most one in_use key per algorithm. A restore (pg_dump/pg_restore) first runs
+-- CREATE EXTENSION, which generates a fresh key, and then copies the dumped keys in; the
+-- dumped in_use key must win, or every token issued before the dump would stop verifying.
+-- So an incoming in_use key replaces a generated one and demotes an explicitly set one.
+create function auth._signing_keys_before_insert() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if new.state = 'in_use' then
+    delete from auth.signing_keys k
+     where k.algorithm = new.algorithm and k.state = 'in_use' and k.generated;
+    update auth.signing_keys k
+       set state = 'previously_used', updated_at = pg_catalog.now()
+     where k.algorithm = new.algorithm and k.state = 'in_use';
+  end if;
+  return new;
+end
+$$;
+
+create trigger signing_keys_before_insert
+  before insert on auth.signing_keys
+  for each row execute function auth._signing_keys_before_insert();
+
+-- Every change to the keys, however it is made, tells every backend to drop its cached
+-- keys (a relcache invalidation, delivered at commit).
+create function auth._signing_keys_changed() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform auth._invalidate_key_cache();
+  return null;
+end
+$$;
+
+create trigger signing_keys_changed
+  after insert or update or delete or truncate on auth.signing_keys
+  for each statement execute function auth._signing_keys_changed();
+
+-- The zero-configuration secret: 256 random bits as 43 base64url characters.
+insert into auth.signing_keys (algorithm, state, secret, generated)
+values ('HS256', 'in_use', auth._random_secret(), true);
+
+-- Owner or superuser only (no grant): share one HS256 secret with PostgREST's jwt-secret.
+create function auth.set_jwt_secret(secret text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if secret is null or pg_catalog.length(secret) < 32 then
+    -- Never echo the secret, not even in part.
+    raise exception 'validation_failed: the JWT secret must be at least 32 characters'
+      using errcode = '22023';
+  end if;
+  update auth.signing_keys
+     set secret = set_jwt_secret.secret, generated = false, updated_at = pg_catalog.now()
+   where algorithm = 'HS256' and state = 'in_use';
+  if not found then
+    insert into auth.signing_keys (algorithm, state, secret)
+    values ('HS256', 'in_use', set_jwt_secret.secret);
+  end if;
+end
+$$;
+comment on function auth.set_jwt_secret(text) is
+  'Replace the HS256 signing secret (at least 32 characters). Owner or superuser only.';
+
+-- The public entry points that touch owner-only tables. SECURITY DEFINER so that anon
+-- can sign up and in without any right on auth.*; search_path pinned so no object of the
+-- caller's can stand in for ours. The Rust functions behind them qualify every name.
+create function auth.sign_up(email text, password text, data jsonb default '{}'::jsonb)
+returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+return auth._sign_up(email, password, data::text);
+comment on function auth.sign_up(text, text, jsonb) is
+  'Create a user with email and password; returns a session object like GoTrue''s /signup.';
+
+create function auth.sign_in(email text, password text) returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+return auth._sign_in(email, password);
+comment on function auth.sign_in(text, text) is
+  'Password sign-in; returns a session object like GoTrue''s /token?grant_type=password.';
+
+-- Definer rights to read the signing key; granted to service_role alone.
+create function auth.sign_jwt(claims jsonb) returns text
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+return auth._sign_jwt(claims::text);
+comment on function auth.sign_jwt(jsonb) is
+  'Sign arbitrary claims with the in-use key (API keys for anon/service_role). service_role and owner only.';
+
+-- Privileges. Nothing in auth is reachable by default; then each function is granted to
+-- the roles that need it. USAGE on the schema lets every role call auth.uid() & co in RLS.
+revoke all on all tables in schema auth from public;
+revoke all on all sequences in schema auth from public;
+revoke all on all functions in schema auth from public;
+grant usage on schema auth to public;
+
+grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt() to public;
+grant execute on function auth.sign_up(text, text, jsonb), auth.sign_in(text, text)
+  to anon, authenticated, service_role;
+grant execute on function auth.verify_jwt(text), auth.authenticate(text)
+  to anon, authenticated, service_role;
+grant execute on function auth.sign_jwt(jsonb) to service_role;

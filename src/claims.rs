@@ -1,0 +1,219 @@
+//! The RLS helpers: `auth.uid()`, `auth.role()`, `auth.email()`, `auth.jwt()`, with
+//! Supabase's semantics over PostgREST's settings:
+//! the legacy per-claim setting `request.jwt.claim.<name>` wins when non-empty, then the
+//! JSON setting `request.jwt.claims`; an empty string counts as absent.
+//!
+//! One deliberate difference: Supabase's SQL versions raise an error on malformed JSON or
+//! a `sub` that is not a uuid; these fail closed and return NULL, so a policy denies.
+//!
+//! The JSON is parsed once per distinct value of the setting: every call compares the
+//! setting's current bytes with the cached copy (a memcmp) and only parses when they
+//! differ. Comparing the value itself, not a transaction or command counter, is what keeps
+//! the cache from ever serving stale claims: SET, set_config, RESET, rollbacks and role
+//! changes all show up as different bytes.
+
+use pgrx::prelude::*;
+use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::ffi::CStr;
+
+const CLAIMS: &CStr = c"request.jwt.claims";
+
+/// The current value of a setting, or None when it is unset or empty.
+fn setting(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: GetConfigOption returns NULL or a NUL-terminated string owned by the GUC
+    // machinery; it stays valid until the setting changes, which cannot happen before we
+    // have finished using it within this call.
+    unsafe {
+        let p = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        if p.is_null() {
+            return None;
+        }
+        let bytes = CStr::from_ptr(p).to_bytes();
+        if bytes.is_empty() {
+            None
+        } else {
+            Some(bytes)
+        }
+    }
+}
+
+/// What the helpers need from one value of `request.jwt.claims`, extracted once.
+#[derive(Default)]
+struct Parsed {
+    object: Option<Map<String, Value>>,
+    sub: Option<pgrx::Uuid>,
+    role: Option<String>,
+    email: Option<String>,
+}
+
+struct Cached {
+    raw: Vec<u8>,
+    parsed: Parsed,
+}
+
+thread_local! {
+    static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
+}
+
+/// `->>` on a JSON value: strings unquoted, other scalars and containers as JSON text.
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn parse(raw: &[u8]) -> Parsed {
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(raw) else {
+        return Parsed::default();
+    };
+    let text = |k: &str| object.get(k).and_then(as_text);
+    Parsed {
+        sub: text("sub").as_deref().and_then(parse_uuid),
+        role: text("role"),
+        email: text("email"),
+        object: Some(object),
+    }
+}
+
+/// Run `f` on the parsed claims of the current `request.jwt.claims` value.
+fn with_claims<R>(f: impl FnOnce(&Parsed) -> R) -> R {
+    let raw = setting(CLAIMS);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(raw) = raw else {
+            return f(&Parsed::default());
+        };
+        let hit = matches!(&*c, Some(cached) if cached.raw == raw);
+        if !hit {
+            *c = Some(Cached {
+                raw: raw.to_vec(),
+                parsed: parse(raw),
+            });
+        }
+        match &*c {
+            Some(cached) => f(&cached.parsed),
+            None => f(&Parsed::default()),
+        }
+    })
+}
+
+fn legacy(claim: &CStr) -> Option<String> {
+    setting(claim)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(str::to_owned)
+}
+
+/// A uuid in any form Postgres' uuid input accepts: 32 hex digits, optionally in braces,
+/// with a hyphen allowed after any group of four digits.
+pub fn parse_uuid(s: &str) -> Option<pgrx::Uuid> {
+    let s = s
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or(s);
+    let mut out = [0u8; 16];
+    let mut n = 0usize;
+    let mut since_hyphen_ok = 0usize;
+    for c in s.chars() {
+        if c == '-' {
+            if n == 0 || n % 4 != 0 || since_hyphen_ok != 0 || n == 32 {
+                return None;
+            }
+            since_hyphen_ok = 1;
+            continue;
+        }
+        since_hyphen_ok = 0;
+        let d = c.to_digit(16)? as u8;
+        if n >= 32 {
+            return None;
+        }
+        out[n / 2] |= if n % 2 == 0 { d << 4 } else { d };
+        n += 1;
+    }
+    (n == 32).then(|| pgrx::Uuid::from_bytes(out))
+}
+
+/// auth.uid(): the `sub` claim as a uuid; NULL when absent, empty or not a uuid.
+#[pg_extern(stable, parallel_safe)]
+fn uid() -> Option<pgrx::Uuid> {
+    match legacy(c"request.jwt.claim.sub") {
+        Some(sub) => parse_uuid(&sub),
+        None => with_claims(|p| p.sub),
+    }
+}
+
+/// auth.role(): the `role` claim.
+#[pg_extern(stable, parallel_safe)]
+fn role() -> Option<String> {
+    legacy(c"request.jwt.claim.role").or_else(|| with_claims(|p| p.role.clone()))
+}
+
+/// auth.email(): the `email` claim.
+#[pg_extern(stable, parallel_safe)]
+fn email() -> Option<String> {
+    legacy(c"request.jwt.claim.email").or_else(|| with_claims(|p| p.email.clone()))
+}
+
+/// auth.jwt(): all the claims as jsonb (the legacy `request.jwt.claim` setting first).
+#[pg_extern(stable, parallel_safe)]
+fn jwt() -> Option<pgrx::JsonB> {
+    if let Some(raw) = setting(c"request.jwt.claim") {
+        return match serde_json::from_slice::<Value>(raw) {
+            Ok(v @ Value::Object(_)) => Some(pgrx::JsonB(v)),
+            _ => None,
+        };
+    }
+    with_claims(|p| p.object.clone().map(|o| pgrx::JsonB(Value::Object(o))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_forms() {
+        let want = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        for s in [
+            want,
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+        ] {
+            let u = parse_uuid(s).unwrap_or_else(|| panic!("{s}"));
+            assert_eq!(u.to_string(), want, "{s}");
+        }
+        for s in [
+            "",
+            "not-a-uuid",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
+            "-a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11-",
+            "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc9-99c0b-4ef8-bb6d-6bb9bd380a11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99 9c0b 4ef8 bb6d 6bb9bd380a11",
+        ] {
+            assert!(parse_uuid(s).is_none(), "{s}");
+        }
+    }
+
+    #[test]
+    fn parse_extracts_like_arrow_text() {
+        let p = parse(br#"{"sub":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","role":"authenticated","email":"a@x.io"}"#);
+        assert!(p.sub.is_some());
+        assert_eq!(p.role.as_deref(), Some("authenticated"));
+        assert_eq!(p.email.as_deref(), Some("a@x.io"));
+        let p = parse(br#"{"sub":"nope","role":5,"email":null}"#);
+        assert!(p.sub.is_none());
+        assert_eq!(p.role.as_deref(), Some("5"));
+        assert!(p.email.is_none());
+        for bad in [&b"not json"[..], b"[1,2]", b"\"str\"", b"{", b"{\"sub\":"] {
+            let p = parse(bad);
+            assert!(p.object.is_none() && p.sub.is_none() && p.role.is_none());
+        }
+    }
+}

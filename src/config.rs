@@ -1,0 +1,160 @@
+//! Settings (GUCs). Every one is `SUSET`: only a superuser may change it (postgresql.conf,
+//! `ALTER SYSTEM`, `ALTER DATABASE ... SET`), because each is a security policy. A client
+//! that could `SET auth.jwt_exp` before `auth.sign_in` would mint itself year-long tokens.
+//! None of them holds a secret: the signing secret lives in `auth.signing_keys`.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::{CStr, CString};
+
+pub static JWT_EXP: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static JWT_LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static JWT_ISSUER: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"auth_ext"));
+pub static JWT_VERIFY_ISSUER: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static JWT_AUD: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static PASSWORD_MIN_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(8);
+pub static PASSWORD_MAX_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(256);
+pub static ARGON2_MEMORY_KIB: GucSetting<i32> = GucSetting::<i32>::new(19456);
+pub static ARGON2_ITERATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
+
+fn int(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    setting: &'static GucSetting<i32>,
+    range: (i32, i32),
+    flags: GucFlags,
+) {
+    GucRegistry::define_int_guc(
+        name,
+        short,
+        long,
+        setting,
+        range.0,
+        range.1,
+        GucContext::Suset,
+        flags,
+    );
+}
+
+fn string(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    setting: &'static GucSetting<Option<CString>>,
+) {
+    GucRegistry::define_string_guc(
+        name,
+        short,
+        long,
+        setting,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+pub fn register() {
+    let secs = GucFlags::UNIT_S;
+    let plain = GucFlags::default;
+    int(
+        c"auth.jwt_exp",
+        c"Access token lifetime in seconds.",
+        c"Used for the exp claim of tokens from sign_up and sign_in.",
+        &JWT_EXP,
+        (30, 7 * 24 * 3600),
+        secs,
+    );
+    int(
+        c"auth.jwt_leeway",
+        c"Clock skew in seconds tolerated for exp, nbf and iat.",
+        c"The same 30 seconds PostgREST allows by default.",
+        &JWT_LEEWAY,
+        (0, 300),
+        secs,
+    );
+    string(
+        c"auth.jwt_issuer",
+        c"The iss claim of issued tokens.",
+        c"Checked on verification only when auth.jwt_verify_issuer is on.",
+        &JWT_ISSUER,
+    );
+    GucRegistry::define_bool_guc(
+        c"auth.jwt_verify_issuer",
+        c"Require the iss claim of verified tokens to equal auth.jwt_issuer.",
+        c"Off by default, like PostgREST, so API keys minted elsewhere keep working.",
+        &JWT_VERIFY_ISSUER,
+        GucContext::Suset,
+        plain(),
+    );
+    string(
+        c"auth.jwt_aud",
+        c"When set, verified tokens must carry this audience in aud.",
+        c"Empty means the audience is not checked (PostgREST's jwt-aud).",
+        &JWT_AUD,
+    );
+    int(
+        c"auth.password_min_length",
+        c"Shortest password accepted by sign_up.",
+        c"Shorter ones fail with weak_password.",
+        &PASSWORD_MIN_LENGTH,
+        (6, 1024),
+        plain(),
+    );
+    int(
+        c"auth.password_max_length",
+        c"Longest password accepted, in characters.",
+        c"Longer ones fail with validation_failed before any hashing work.",
+        &PASSWORD_MAX_LENGTH,
+        (8, 4096),
+        plain(),
+    );
+    int(
+        c"auth.argon2_memory_kib",
+        c"argon2id memory cost for new password hashes, in KiB.",
+        c"OWASP's minimum is 19456 (19 MiB). Stored hashes with less are upgraded at sign-in.",
+        &ARGON2_MEMORY_KIB,
+        (19456, 4 * 1024 * 1024),
+        plain(),
+    );
+    int(
+        c"auth.argon2_iterations",
+        c"argon2id time cost (passes) for new password hashes.",
+        c"OWASP's minimum is 2. Stored hashes with fewer are upgraded at sign-in.",
+        &ARGON2_ITERATIONS,
+        (2, 64),
+        plain(),
+    );
+    #[cfg(any(feature = "pg15", feature = "pg16", feature = "pg17", feature = "pg18"))]
+    unsafe {
+        // Unknown auth.* names become errors instead of silent placeholders (typos in
+        // postgresql.conf are reported at load).
+        pgrx::pg_sys::MarkGUCPrefixReserved(c"auth".as_ptr());
+    }
+}
+
+fn string_setting(s: &GucSetting<Option<CString>>) -> Option<String> {
+    s.get()
+        .and_then(|c| c.into_string().ok())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn jwt_issuer() -> Option<String> {
+    string_setting(&JWT_ISSUER)
+}
+
+pub fn jwt_aud() -> Option<String> {
+    string_setting(&JWT_AUD)
+}
+
+/// Verification policy from the current settings.
+pub fn verify_policy() -> crate::jwt::VerifyPolicy {
+    crate::jwt::VerifyPolicy {
+        leeway: i64::from(JWT_LEEWAY.get()),
+        audience: jwt_aud(),
+        issuer: if JWT_VERIFY_ISSUER.get() {
+            jwt_issuer()
+        } else {
+            None
+        },
+    }
+}

@@ -1,0 +1,160 @@
+//! One error type for the whole extension, and its mapping to SQLSTATEs and to the
+//! machine-readable codes that Supabase Auth clients already know.
+//!
+//! Every message that reaches a client reads `<code>: <text>`, so the stable code is visible
+//! in psql, in PostgREST's JSON `message`, and in server logs alike.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// Unknown email or wrong password: one error for both (no user enumeration).
+    InvalidCredentials,
+    UserAlreadyExists,
+    UserBanned,
+    WeakPassword(String),
+    ValidationFailed(String),
+    /// Any token that does not verify; the text says why.
+    BadJwt(String),
+    /// The caller may not do this (role switch, key material).
+    InsufficientPrivilege(String),
+    /// Something that should not happen (a broken row, SPI failure): never input-driven.
+    Unexpected(String),
+}
+
+impl AuthError {
+    /// The stable machine-readable code (GoTrue's `error_code` names).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::InvalidCredentials => "invalid_credentials",
+            AuthError::UserAlreadyExists => "user_already_exists",
+            AuthError::UserBanned => "user_banned",
+            AuthError::WeakPassword(_) => "weak_password",
+            AuthError::ValidationFailed(_) => "validation_failed",
+            AuthError::BadJwt(_) => "bad_jwt",
+            AuthError::InsufficientPrivilege(_) => "insufficient_privilege",
+            AuthError::Unexpected(_) => "unexpected_failure",
+        }
+    }
+
+    pub fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            AuthError::InvalidCredentials => ERRCODE_INVALID_PASSWORD, // 28P01
+            AuthError::UserBanned | AuthError::BadJwt(_) => {
+                ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION // 28000
+            }
+            AuthError::UserAlreadyExists => ERRCODE_UNIQUE_VIOLATION, // 23505
+            AuthError::WeakPassword(_) | AuthError::ValidationFailed(_) => {
+                ERRCODE_INVALID_PARAMETER_VALUE // 22023
+            }
+            AuthError::InsufficientPrivilege(_) => ERRCODE_INSUFFICIENT_PRIVILEGE, // 42501
+            AuthError::Unexpected(_) => ERRCODE_INTERNAL_ERROR,                    // XX000
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            AuthError::InvalidCredentials => "Invalid login credentials".into(),
+            AuthError::UserAlreadyExists => "User already registered".into(),
+            AuthError::UserBanned => "User is banned".into(),
+            AuthError::WeakPassword(m)
+            | AuthError::ValidationFailed(m)
+            | AuthError::BadJwt(m)
+            | AuthError::InsufficientPrivilege(m)
+            | AuthError::Unexpected(m) => m.clone(),
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            AuthError::BadJwt(_) => Some("Sign in again to get a new access token."),
+            AuthError::UserAlreadyExists => Some("Sign in instead, or use another email."),
+            _ => None,
+        }
+    }
+
+    /// Raise this error as a Postgres ERROR. Never returns.
+    pub fn raise(self) -> ! {
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "auth_ext");
+        if let Some(h) = self.hint() {
+            report = report.set_hint(h);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ereport(ERROR) returned")
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.text())
+    }
+}
+
+pub type AuthResult<T> = Result<T, AuthError>;
+
+/// Turn an SPI failure into an unexpected error. SPI errors that Postgres itself raises
+/// (constraint violations, permissions) never get here: they longjmp as ordinary ERRORs.
+impl From<pgrx::spi::Error> for AuthError {
+    fn from(e: pgrx::spi::Error) -> Self {
+        AuthError::Unexpected(format!("internal query failed: {e}"))
+    }
+}
+
+/// A single-row SPI query: no row at all is `None` (pgrx reports it as `InvalidPosition`),
+/// every other SPI failure is an error.
+pub fn row<T: Default>(r: Result<T, pgrx::spi::Error>) -> AuthResult<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(pgrx::spi::Error::InvalidPosition) => Ok(T::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// At the SQL boundary: return the value or raise the error.
+pub trait OrRaise<T> {
+    fn or_raise(self) -> T;
+}
+
+impl<T> OrRaise<T> for AuthResult<T> {
+    fn or_raise(self) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => e.raise(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_starts_with_code() {
+        assert_eq!(
+            AuthError::InvalidCredentials.to_string(),
+            "invalid_credentials: Invalid login credentials"
+        );
+        assert_eq!(
+            AuthError::BadJwt("JWT expired".into()).to_string(),
+            "bad_jwt: JWT expired"
+        );
+    }
+
+    #[test]
+    fn authentication_failures_are_class_28() {
+        for e in [
+            AuthError::InvalidCredentials,
+            AuthError::UserBanned,
+            AuthError::BadJwt("x".into()),
+        ] {
+            let code = format!("{:?}", e.sqlstate());
+            assert!(
+                code.contains("INVALID_PASSWORD") || code.contains("AUTHORIZATION"),
+                "{code}"
+            );
+        }
+    }
+}

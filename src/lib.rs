@@ -1,0 +1,39 @@
+//! auth_ext: Supabase-Auth-compatible authentication inside PostgreSQL.
+//! This file only wires the modules, the SQL files and `_PG_init` together.
+
+use pgrx::prelude::*;
+
+mod claims;
+mod config;
+mod error;
+mod jwt;
+mod keys;
+mod password;
+mod request;
+mod sessions;
+mod tokens;
+mod users;
+
+::pgrx::pg_module_magic!();
+
+extension_sql_file!("../sql/bootstrap.sql", bootstrap);
+extension_sql_file!("../sql/finalize.sql", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    config::register();
+    keys::register_invalidation();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

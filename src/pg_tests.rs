@@ -1,0 +1,151 @@
+//! In-backend tests (`cargo pgrx test`): the pieces that need a live Postgres.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn session(sql: &str) -> serde_json::Value {
+        Spi::get_one::<pgrx::JsonB>(sql).unwrap().unwrap().0 // ok: test
+    }
+
+    #[pg_test]
+    fn sign_up_then_sign_in_issue_verifiable_tokens() {
+        let s = session(
+            "select auth.sign_up('Unit@Example.io', 'correct horse battery', '{\"name\":\"u\"}')",
+        );
+        assert_eq!(s["token_type"], "bearer");
+        assert_eq!(s["user"]["email"], "unit@example.io");
+        assert_eq!(s["user"]["user_metadata"]["name"], "u");
+        assert_eq!(s["user"]["app_metadata"]["provider"], "email");
+        let s2 = session("select auth.sign_in('unit@EXAMPLE.io', 'correct horse battery')");
+        assert_eq!(s2["user"]["id"], s["user"]["id"]);
+        let token = s2["access_token"].as_str().unwrap();
+        let claims =
+            Spi::get_one_with_args::<pgrx::JsonB>("select auth.verify_jwt($1)", &[token.into()])
+                .unwrap()
+                .unwrap()
+                .0;
+        assert_eq!(claims["sub"], s["user"]["id"]);
+        assert_eq!(claims["role"], "authenticated");
+        assert_eq!(claims["aal"], "aal1");
+        assert_eq!(claims["amr"][0]["method"], "password");
+        let sessions = Spi::get_one::<i64>("select count(*) from auth.sessions").unwrap();
+        assert_eq!(sessions, Some(2));
+        let stored = Spi::get_one_with_args::<i64>(
+            "select count(*) from auth.refresh_tokens where token = $1",
+            &[s2["refresh_token"].as_str().unwrap().into()],
+        )
+        .unwrap();
+        assert_eq!(
+            stored,
+            Some(0),
+            "refresh tokens are stored hashed, never in plain text"
+        );
+    }
+
+    #[pg_test]
+    fn password_hashes_are_argon2id_phc() {
+        Spi::run("select auth.sign_up('hash@example.io', 'correct horse battery')").unwrap();
+        let h = Spi::get_one::<String>(
+            "select encrypted_password from auth.users where email = 'hash@example.io'",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+    }
+
+    #[pg_test]
+    fn claims_follow_the_setting_within_a_transaction() {
+        let a = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        let b = "b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a22";
+        let uid = || {
+            Spi::get_one::<pgrx::Uuid>("select auth.uid()")
+                .unwrap()
+                .map(|u| u.to_string())
+        };
+        Spi::run(&format!("select set_config('request.jwt.claims', '{{\"sub\":\"{a}\",\"role\":\"authenticated\"}}', true)")).unwrap();
+        assert_eq!(uid().as_deref(), Some(a));
+        Spi::run(&format!(
+            "select set_config('request.jwt.claims', '{{\"sub\":\"{b}\"}}', true)"
+        ))
+        .unwrap();
+        assert_eq!(uid().as_deref(), Some(b));
+        assert_eq!(Spi::get_one::<String>("select auth.role()").unwrap(), None);
+        // The legacy per-claim setting wins.
+        Spi::run(&format!(
+            "select set_config('request.jwt.claim.sub', '{a}', true)"
+        ))
+        .unwrap();
+        assert_eq!(uid().as_deref(), Some(a));
+        Spi::run("select set_config('request.jwt.claim.sub', '', true)").unwrap();
+        Spi::run("select set_config('request.jwt.claims', 'not json', true)").unwrap();
+        assert_eq!(uid(), None);
+        assert!(Spi::get_one::<pgrx::JsonB>("select auth.jwt()")
+            .unwrap()
+            .is_none());
+    }
+
+    #[pg_test]
+    fn a_new_secret_takes_effect_at_once_and_old_tokens_fail() {
+        let t1 = Spi::get_one::<String>("select auth.sign_jwt('{\"role\":\"anon\"}')")
+            .unwrap()
+            .unwrap();
+        Spi::get_one_with_args::<pgrx::JsonB>("select auth.verify_jwt($1)", &[t1.as_str().into()])
+            .unwrap();
+        Spi::run("select auth.set_jwt_secret('a-new-secret-of-at-least-thirty-two-chars')")
+            .unwrap();
+        let still = Spi::get_one_with_args::<bool>(
+            "select exists (select 1 from auth.signing_keys where secret = 'a-new-secret-of-at-least-thirty-two-chars' and state = 'in_use')",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(still, Some(true));
+        let t2 = Spi::get_one::<String>("select auth.sign_jwt('{\"role\":\"anon\"}')")
+            .unwrap()
+            .unwrap();
+        assert_ne!(t1, t2);
+        let ok = Spi::get_one_with_args::<pgrx::JsonB>(
+            "select auth.verify_jwt($1)",
+            &[t2.as_str().into()],
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[pg_test(error = "bad_jwt: invalid signature")]
+    fn a_token_signed_with_the_old_secret_is_rejected() {
+        let t1 = Spi::get_one::<String>("select auth.sign_jwt('{\"role\":\"anon\"}')")
+            .unwrap()
+            .unwrap();
+        Spi::run("select auth.set_jwt_secret('a-new-secret-of-at-least-thirty-two-chars')")
+            .unwrap();
+        let _ = Spi::get_one_with_args::<pgrx::JsonB>(
+            "select auth.verify_jwt($1)",
+            &[t1.as_str().into()],
+        );
+    }
+
+    #[pg_test(error = "invalid_credentials: Invalid login credentials")]
+    fn unknown_email_is_invalid_credentials() {
+        let _ = Spi::run("select auth.sign_in('nobody@example.io', 'whatever-password')");
+    }
+
+    #[pg_test]
+    fn bcrypt_users_sign_in_and_are_upgraded() {
+        // A GoTrue-era user: bcrypt hash ("password123", cost 4) inserted directly.
+        Spi::run(
+            "insert into auth.users (id, aud, role, email, encrypted_password, raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
+             values (gen_random_uuid(), 'authenticated', 'authenticated', 'old@example.io',
+                     '$2a$04$OiktQQtFCoZzbtaErx00rO11f72tvAHkfZ8qsMqK9iPh1jwJXVXgy',
+                     '{\"provider\":\"email\",\"providers\":[\"email\"]}', '{}', now(), now())",
+        )
+        .unwrap();
+        Spi::run("select auth.sign_in('old@example.io', 'password123')").unwrap();
+        let h = Spi::get_one::<String>(
+            "select encrypted_password from auth.users where email = 'old@example.io'",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        Spi::run("select auth.sign_in('old@example.io', 'password123')").unwrap();
+    }
+}

@@ -1,0 +1,183 @@
+//! Sessions: a row in auth.sessions, a refresh token (stored only as its SHA-256), an
+//! access token with Supabase's claims, and the session object GoTrue returns from /token.
+//! Runs inside the SECURITY DEFINER wrappers, so every query is schema-qualified and
+//! search_path is pinned by the caller.
+
+use crate::config;
+use crate::error::{row, AuthError, AuthResult};
+use crate::jwt;
+use crate::keys;
+use crate::request::RequestInfo;
+use pgrx::prelude::*;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Hex SHA-256 of a refresh token: what auth.refresh_tokens.token stores.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The user object (`auth._user_json`) of one user.
+pub fn user_json(user_id: pgrx::Uuid) -> AuthResult<Value> {
+    // As text, parsed here: metadata written straight into the table by an admin may hold
+    // what serde cannot read, and that must be an error, not a panic.
+    let text = row(Spi::get_one_with_args::<String>(
+        "select auth._user_json(u)::pg_catalog.text from auth.users u where u.id = $1",
+        &[user_id.into()],
+    ))?
+    .ok_or_else(|| AuthError::Unexpected("user vanished while signing in".into()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| AuthError::Unexpected(format!("user row cannot be read as JSON: {e}")))
+}
+
+/// Append a row to auth.audit_log_entries, in Supabase's payload shape.
+pub fn audit(action: &str, user: &Value, req: &RequestInfo, traits: Value) -> AuthResult<()> {
+    let payload = json!({
+        "action": action,
+        "actor_id": user.get("id").cloned().unwrap_or(Value::Null),
+        "actor_username": user.get("email").cloned().unwrap_or(Value::Null),
+        "actor_via_sso": false,
+        "log_type": if action == "user_signedup" { "team" } else { "account" },
+        "traits": traits,
+    });
+    let ip = req.ip.map(|ip| ip.to_string()).unwrap_or_default();
+    Spi::run_with_args(
+        "insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address) \
+         values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), $1::pg_catalog.json, pg_catalog.now(), $2)",
+        &[payload.to_string().into(), ip.into()],
+    )?;
+    Ok(())
+}
+
+/// The claims of an access token for `user` in session `session_id`.
+pub fn access_claims(
+    user: &Value,
+    session_id: &str,
+    method: &str,
+    issuer: Option<String>,
+    now: i64,
+    exp: i64,
+) -> Map<String, Value> {
+    let field = |k: &str| user.get(k).cloned().unwrap_or(Value::Null);
+    let mut c = Map::new();
+    if let Some(iss) = issuer {
+        c.insert("iss".into(), Value::from(iss));
+    }
+    c.insert("sub".into(), field("id"));
+    c.insert("aud".into(), field("aud"));
+    c.insert("exp".into(), Value::from(exp));
+    c.insert("iat".into(), Value::from(now));
+    c.insert("email".into(), field("email"));
+    c.insert("phone".into(), field("phone"));
+    c.insert("app_metadata".into(), field("app_metadata"));
+    c.insert("user_metadata".into(), field("user_metadata"));
+    c.insert("role".into(), field("role"));
+    c.insert("aal".into(), Value::from("aal1"));
+    c.insert(
+        "amr".into(),
+        json!([{ "method": method, "timestamp": now }]),
+    );
+    c.insert("session_id".into(), Value::from(session_id));
+    c.insert("is_anonymous".into(), field("is_anonymous"));
+    c
+}
+
+/// Start a session for `user_id` and return GoTrue's session object.
+pub fn start(user_id: pgrx::Uuid, method: &str, req: &RequestInfo) -> AuthResult<Value> {
+    let session_id = Spi::get_one_with_args::<pgrx::Uuid>(
+        "insert into auth.sessions (id, user_id, created_at, updated_at, aal, user_agent, ip) \
+         values (pg_catalog.gen_random_uuid(), $1, pg_catalog.now(), pg_catalog.now(), 'aal1', $2, $3::pg_catalog.inet) \
+         returning id",
+        &[
+            user_id.into(),
+            req.user_agent.clone().into(),
+            req.ip.map(|i| i.to_string()).into(),
+        ],
+    )?
+    .ok_or_else(|| AuthError::Unexpected("session insert returned nothing".into()))?
+    .to_string();
+
+    // 192 random bits; only the hash is stored.
+    let refresh_token = keys::random_token(24)?;
+    Spi::run_with_args(
+        "insert into auth.refresh_tokens (instance_id, token, user_id, revoked, created_at, updated_at, session_id) \
+         values ('00000000-0000-0000-0000-000000000000', $1, $2, false, pg_catalog.now(), pg_catalog.now(), $3::pg_catalog.uuid)",
+        &[
+            token_hash(&refresh_token).into(),
+            user_id.to_string().into(),
+            session_id.clone().into(),
+        ],
+    )?;
+
+    let user = user_json(user_id)?;
+    let now = unix_now();
+    let lifetime = i64::from(config::JWT_EXP.get());
+    let claims = access_claims(
+        &user,
+        &session_id,
+        method,
+        config::jwt_issuer(),
+        now,
+        now + lifetime,
+    );
+    let access_token = jwt::sign(&claims, &keys::signing_key()?);
+    Ok(json!({
+        "access_token": access_token,
+        "token_type": "bearer",
+        "expires_in": lifetime,
+        "expires_at": now + lifetime,
+        "refresh_token": refresh_token,
+        "user": user,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_token_hash_is_sha256_hex() {
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn claims_have_supabase_names() {
+        let user = json!({"id": "u", "aud": "authenticated", "role": "authenticated",
+            "email": "a@x.io", "phone": "", "app_metadata": {"provider": "email"},
+            "user_metadata": {}, "is_anonymous": false});
+        let c = access_claims(&user, "s", "password", Some("me".into()), 100, 3700);
+        for k in [
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "email",
+            "phone",
+            "app_metadata",
+            "user_metadata",
+            "role",
+            "aal",
+            "amr",
+            "session_id",
+            "is_anonymous",
+        ] {
+            assert!(c.contains_key(k), "{k}");
+        }
+        assert_eq!(c["amr"], json!([{"method": "password", "timestamp": 100}]));
+        assert_eq!(c["exp"], json!(3700));
+    }
+}

@@ -1,0 +1,84 @@
+//! The token API: `auth.verify_jwt`, `auth.authenticate` (the per-request entry point for a
+//! client without PostgREST) and `auth.sign_jwt` (API keys).
+
+use crate::config;
+use crate::error::{row, AuthError, AuthResult, OrRaise};
+use crate::jwt;
+use crate::keys;
+use crate::sessions::unix_now;
+use crate::users::parse_object;
+use pgrx::prelude::*;
+use serde_json::{Map, Value};
+
+/// Verify a token with the current keys and settings; return its claims.
+pub fn verify(token: Option<&str>) -> AuthResult<Map<String, Value>> {
+    let token = token.ok_or_else(|| AuthError::BadJwt("token is required".into()))?;
+    let policy = config::verify_policy();
+    let now = unix_now();
+    keys::with_verification_keys(|keys| jwt::verify(token, keys, now, &policy))?
+        .map_err(|e| AuthError::BadJwt(e.to_string()))
+}
+
+/// auth.verify_jwt(token): the claims of a valid token, or SQLSTATE 28000 `bad_jwt`.
+#[pg_extern(stable, parallel_restricted)]
+fn verify_jwt(token: Option<&str>) -> pgrx::JsonB {
+    pgrx::JsonB(Value::Object(verify(token).or_raise()))
+}
+
+fn authenticate_impl(token: Option<&str>) -> AuthResult<Map<String, Value>> {
+    let claims = verify(token)?;
+    // PostgREST's rule: the role claim, or the anonymous role when there is none.
+    let role = match claims.get("role") {
+        None | Some(Value::Null) => "anon".to_string(),
+        Some(Value::String(r)) if !r.is_empty() => r.clone(),
+        Some(_) => return Err(AuthError::BadJwt("claim role is not a role name".into())),
+    };
+    // Ask first, so a role the connection may not assume is a clean 42501 with our code
+    // rather than set_config's own message. Runs with the caller's search_path: every
+    // name and the operator are qualified.
+    let allowed = row(Spi::get_one_with_args::<bool>(
+        "select pg_catalog.pg_has_role(pg_catalog.session_user(), r.oid, 'MEMBER') \
+           from pg_catalog.pg_roles r where r.rolname operator(pg_catalog.=) $1",
+        &[role.as_str().into()],
+    ))?;
+    if allowed != Some(true) {
+        return Err(AuthError::InsufficientPrivilege(format!(
+            "this connection may not assume the token's role \"{}\"",
+            role.chars().take(63).collect::<String>()
+        )));
+    }
+    Spi::run_with_args(
+        "select pg_catalog.set_config('request.jwt.claims', $1, true), \
+                pg_catalog.set_config('role', $2, true)",
+        &[
+            Value::Object(claims.clone()).to_string().into(),
+            role.into(),
+        ],
+    )?;
+    Ok(claims)
+}
+
+/// auth.authenticate(token): verify, then for the rest of the transaction act as the
+/// token's role with its claims in `request.jwt.claims`, exactly as PostgREST would.
+#[pg_extern(volatile)]
+fn authenticate(token: Option<&str>) -> pgrx::JsonB {
+    pgrx::JsonB(Value::Object(authenticate_impl(token).or_raise()))
+}
+
+fn sign_jwt_impl(claims: Option<&str>) -> AuthResult<String> {
+    let Value::Object(mut claims) = parse_object(claims, "claims", jwt::MAX_TOKEN_LEN / 2)? else {
+        return Err(AuthError::ValidationFailed(
+            "claims must be a JSON object".into(),
+        ));
+    };
+    claims
+        .entry("iat")
+        .or_insert_with(|| Value::from(unix_now()));
+    Ok(jwt::sign(&claims, &keys::signing_key()?))
+}
+
+/// Internal: called by the SECURITY DEFINER wrapper auth.sign_jwt (service_role only).
+#[pg_extern(volatile)]
+fn _sign_jwt(claims: Option<&str>) -> String {
+    sign_jwt_impl(claims).or_raise()
+}

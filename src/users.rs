@@ -1,0 +1,307 @@
+//! Sign-up and sign-in with email and password. The SQL entry points `auth.sign_up` and
+//! `auth.sign_in` are SECURITY DEFINER wrappers (sql/finalize.sql) around the functions
+//! here, so these run with the owner's rights and a pinned search_path.
+
+use crate::config;
+use crate::error::{row, AuthError, AuthResult, OrRaise};
+use crate::password::{self, Cost, Verdict};
+use crate::request;
+use crate::sessions;
+use pgrx::prelude::*;
+use serde_json::{json, Value};
+
+/// Largest user metadata accepted, serialized: it travels in every access token.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+fn invalid_email() -> AuthError {
+    AuthError::ValidationFailed("Unable to validate email address: invalid format".into())
+}
+
+/// Trim, lower-case and validate an email address. ASCII only, like GoTrue's check:
+/// look-alike Unicode addresses would otherwise be separate accounts.
+pub fn normalize_email(raw: Option<&str>) -> AuthResult<String> {
+    let email = raw.unwrap_or("").trim();
+    if email.is_empty() {
+        return Err(AuthError::ValidationFailed(
+            "An email address is required".into(),
+        ));
+    }
+    if email.len() > 255 {
+        return Err(AuthError::ValidationFailed(
+            "Unable to validate email address: longer than 255 characters".into(),
+        ));
+    }
+    if !email.is_ascii() {
+        return Err(invalid_email());
+    }
+    let email = email.to_ascii_lowercase();
+    let (local, domain) = email.rsplit_once('@').ok_or_else(invalid_email)?;
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if local_ok && domain_ok {
+        Ok(email)
+    } else {
+        Err(invalid_email())
+    }
+}
+
+/// A JSON object given as jsonb text: NULL means `{}`; anything else must be an object of
+/// at most `max` bytes. Parsed here (not by pgrx) so that deep nesting or odd numbers give
+/// validation_failed rather than an internal error.
+pub fn parse_object(raw: Option<&str>, what: &str, max: usize) -> AuthResult<Value> {
+    let Some(raw) = raw else { return Ok(json!({})) };
+    if raw.len() > max {
+        return Err(AuthError::ValidationFailed(format!(
+            "{what} is larger than {max} bytes"
+        )));
+    }
+    match serde_json::from_str::<Value>(raw) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(AuthError::ValidationFailed(format!(
+            "{what} must be a JSON object"
+        ))),
+        Err(_) => Err(AuthError::ValidationFailed(format!(
+            "{what} is nested too deeply or holds numbers out of range"
+        ))),
+    }
+}
+
+pub fn parse_metadata(raw: Option<&str>) -> AuthResult<Value> {
+    parse_object(raw, "user metadata", MAX_METADATA_BYTES)
+}
+
+fn cost() -> Cost {
+    Cost {
+        memory_kib: config::ARGON2_MEMORY_KIB.get().max(0) as u32,
+        iterations: config::ARGON2_ITERATIONS.get().max(0) as u32,
+    }
+}
+
+fn password_policy(password: Option<&str>) -> AuthResult<&str> {
+    let password =
+        password.ok_or_else(|| AuthError::ValidationFailed("A password is required".into()))?;
+    password::check_policy(
+        password,
+        config::PASSWORD_MIN_LENGTH.get().max(0) as usize,
+        config::PASSWORD_MAX_LENGTH.get().max(0) as usize,
+    )?;
+    Ok(password)
+}
+
+fn sign_up_impl(
+    email: Option<&str>,
+    password: Option<&str>,
+    data: Option<&str>,
+) -> AuthResult<Value> {
+    let email = normalize_email(email)?;
+    let password = password_policy(password)?;
+    let metadata = parse_metadata(data)?;
+    let hash = password::hash(password, cost())?;
+
+    // ON CONFLICT DO NOTHING: a concurrent sign-up of the same email waits for the first
+    // to commit, then inserts nothing, and we report one clean user_already_exists.
+    let user_id = row(Spi::get_one_with_args::<pgrx::Uuid>(
+        "insert into auth.users (instance_id, id, aud, role, email, encrypted_password, \
+             email_confirmed_at, raw_app_meta_data, raw_user_meta_data, is_super_admin, \
+             created_at, updated_at, last_sign_in_at, is_anonymous) \
+         values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), \
+             'authenticated', 'authenticated', $1, $2, pg_catalog.now(), \
+             '{\"provider\": \"email\", \"providers\": [\"email\"]}', $3::pg_catalog.jsonb, false, \
+             pg_catalog.now(), pg_catalog.now(), pg_catalog.now(), false) \
+         on conflict do nothing \
+         returning id",
+        &[
+            email.as_str().into(),
+            hash.into(),
+            metadata.to_string().into(),
+        ],
+    ))?
+    .ok_or(AuthError::UserAlreadyExists)?;
+
+    let identity = json!({
+        "sub": user_id.to_string(),
+        "email": email,
+        "email_verified": false,
+        "phone_verified": false,
+    });
+    Spi::run_with_args(
+        "insert into auth.identities (provider_id, user_id, identity_data, provider, \
+             last_sign_in_at, created_at, updated_at) \
+         values ($1::pg_catalog.text, $1, $2::pg_catalog.jsonb, 'email', pg_catalog.now(), pg_catalog.now(), pg_catalog.now())",
+        &[user_id.into(), identity.to_string().into()],
+    )?;
+
+    let req = request::current();
+    let session = sessions::start(user_id, "password", &req)?;
+    sessions::audit(
+        "user_signedup",
+        &session["user"],
+        &req,
+        json!({"provider": "email"}),
+    )?;
+    Ok(session)
+}
+
+fn sign_in_impl(email: Option<&str>, password: Option<&str>) -> AuthResult<Value> {
+    let email = normalize_email(email)?;
+    let password =
+        password.ok_or_else(|| AuthError::ValidationFailed("A password is required".into()))?;
+    let max = config::PASSWORD_MAX_LENGTH.get().max(0) as usize;
+    if password.chars().count() > max {
+        // Refused before any hashing: the same answer for every account, so no enumeration.
+        return Err(AuthError::ValidationFailed(format!(
+            "Password cannot be longer than {max} characters"
+        )));
+    }
+    let cost = cost();
+    let found = row(Spi::get_three_with_args::<pgrx::Uuid, String, bool>(
+        "select u.id, u.encrypted_password, coalesce(u.banned_until > pg_catalog.now(), false) \
+           from auth.users u \
+          where pg_catalog.lower(u.email) = pg_catalog.lower($1) \
+            and u.is_sso_user = false and u.deleted_at is null",
+        &[email.as_str().into()],
+    ))?;
+    let (user_id, stored, banned) = match found {
+        (Some(id), Some(stored), banned) if !stored.is_empty() => {
+            (id, stored, banned.unwrap_or(false))
+        }
+        _ => {
+            // Unknown email or no password: do the work a real check does, then fail alike.
+            password::burn_verification(password, cost);
+            return Err(AuthError::InvalidCredentials);
+        }
+    };
+    let verdict = password::verify(password, &stored, cost);
+    if verdict == Verdict::Mismatch {
+        return Err(AuthError::InvalidCredentials);
+    }
+    // Checked only after the password, so a ban is not revealed to someone without it.
+    if banned {
+        return Err(AuthError::UserBanned);
+    }
+    if verdict == Verdict::MatchNeedsRehash {
+        let upgraded = password::hash(password, cost)?;
+        Spi::run_with_args(
+            "update auth.users set encrypted_password = $2, updated_at = pg_catalog.now() where id = $1",
+            &[user_id.into(), upgraded.into()],
+        )?;
+    }
+    Spi::run_with_args(
+        "update auth.users set last_sign_in_at = pg_catalog.now() where id = $1",
+        &[user_id.into()],
+    )?;
+    Spi::run_with_args(
+        "update auth.identities set last_sign_in_at = pg_catalog.now() \
+          where user_id = $1 and provider = 'email'",
+        &[user_id.into()],
+    )?;
+    let req = request::current();
+    let session = sessions::start(user_id, "password", &req)?;
+    sessions::audit(
+        "login",
+        &session["user"],
+        &req,
+        json!({"provider": "email"}),
+    )?;
+    Ok(session)
+}
+
+/// Internal: called by the SECURITY DEFINER wrapper auth.sign_up.
+#[pg_extern(volatile)]
+fn _sign_up(email: Option<&str>, password: Option<&str>, data: Option<&str>) -> pgrx::JsonB {
+    pgrx::JsonB(sign_up_impl(email, password, data).or_raise())
+}
+
+/// Internal: called by the SECURITY DEFINER wrapper auth.sign_in.
+#[pg_extern(volatile)]
+fn _sign_in(email: Option<&str>, password: Option<&str>) -> pgrx::JsonB {
+    pgrx::JsonB(sign_in_impl(email, password).or_raise())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_lowercased() {
+        assert_eq!(
+            normalize_email(Some("  Alice@Example.IO ")).unwrap(),
+            "alice@example.io"
+        );
+        assert_eq!(
+            normalize_email(Some("a.b+tag@sub.x-y.io")).unwrap(),
+            "a.b+tag@sub.x-y.io"
+        );
+        assert_eq!(normalize_email(Some("\ta@x.io\n")).unwrap(), "a@x.io");
+    }
+
+    #[test]
+    fn bad_emails_fail_validation() {
+        for e in [
+            None,
+            Some(""),
+            Some("   "),
+            Some("plain"),
+            Some("@x.io"),
+            Some("a@"),
+            Some("a@x"),
+            Some("a@@x.io"),
+            Some("a b@x.io"),
+            Some(".a@x.io"),
+            Some("a..b@x.io"),
+            Some("a@-x.io"),
+            Some("a@x..io"),
+            Some("a\n@x.io"),
+            Some("a\u{0}@x.io"),
+            Some("ålice@x.io"),
+            Some("ａ@x.io"),
+        ] {
+            let err = normalize_email(e).unwrap_err();
+            assert_eq!(err.code(), "validation_failed", "{e:?}");
+        }
+        let long = format!("{}@x.io", "a".repeat(251));
+        assert!(normalize_email(Some(&long)).is_err());
+    }
+
+    #[test]
+    fn metadata_must_be_a_bounded_object() {
+        assert_eq!(parse_metadata(None).unwrap(), json!({}));
+        assert_eq!(parse_metadata(Some(r#"{"a":1}"#)).unwrap(), json!({"a": 1}));
+        for bad in ["[1]", "\"s\"", "null", "1", "{\"n\":1e400}"] {
+            assert_eq!(
+                parse_metadata(Some(bad)).unwrap_err().code(),
+                "validation_failed",
+                "{bad}"
+            );
+        }
+        let deep = format!(
+            "{}{}",
+            "{\"a\":".repeat(200),
+            "1".to_string() + &"}".repeat(200)
+        );
+        assert_eq!(
+            parse_metadata(Some(&deep)).unwrap_err().code(),
+            "validation_failed"
+        );
+        let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_METADATA_BYTES));
+        assert_eq!(
+            parse_metadata(Some(&big)).unwrap_err().code(),
+            "validation_failed"
+        );
+    }
+}
