@@ -145,6 +145,8 @@ grant usage on schema auth to public;
 grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt() to public;
 grant execute on function auth.sign_up(text, text, jsonb), auth.sign_in(text, text)
   to anon, authenticated, service_role;
-grant execute on function auth.verify_jwt(text), auth.authenticate(text)
-  to anon, authenticated, service_role;
+-- Safe for every role: verify_jwt reveals only the claims of a token the caller holds, and
+-- authenticate switches only to roles the connection could SET ROLE to anyway. The login
+-- role of a thin API layer (PostgREST's authenticator) calls authenticate itself.
+grant execute on function auth.verify_jwt(text), auth.authenticate(text) to public;
 grant execute on function auth.sign_jwt(jsonb) to service_role;

@@ -66,6 +66,9 @@ fn authenticate(token: Option<&str>) -> pgrx::JsonB {
 }
 
 fn sign_jwt_impl(claims: Option<&str>) -> AuthResult<String> {
+    if claims.is_none() {
+        return Err(AuthError::ValidationFailed("claims are required".into()));
+    }
     let Value::Object(mut claims) = parse_object(claims, "claims", jwt::MAX_TOKEN_LEN / 2)? else {
         return Err(AuthError::ValidationFailed(
             "claims must be a JSON object".into(),

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, Rust unit tests and #[pg_test]s, then pg_regress
+# and the client tests against a throwaway cluster. Works as root (CI) or as a sudoer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+export PG_CONFIG
+
+bash scripts/deps.sh
+
+echo "==> rustfmt and clippy"
+cargo fmt --check
+cargo clippy --quiet --all-targets --features "pg15 pg_test" --no-default-features -- -D warnings
+
+echo "==> Rust unit tests and #[pg_test] (cargo pgrx test)"
+# Postgres refuses to run as root: the test cluster belongs to postgres, in a fresh dir.
+pgdata=$(mktemp -u /tmp/auth_ext_pgrx.XXXXXX)
+trap 'rm -rf "$pgdata"' EXIT
+cargo pgrx test pg15 --runas postgres --pgdata "$pgdata"
+
+echo "==> installing the extension for pg_regress and the client tests"
+cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
+
+echo "==> pg_regress and client tests in a throwaway cluster"
+pg_virtualenv -t -v 15 bash scripts/cluster-tests.sh
