@@ -115,21 +115,21 @@ pub fn parse_uuid(s: &str) -> Option<pgrx::Uuid> {
         .unwrap_or(s);
     let mut out = [0u8; 16];
     let mut n = 0usize;
-    let mut since_hyphen_ok = 0usize;
+    let mut after_hyphen = false;
     for c in s.chars() {
         if c == '-' {
-            if n == 0 || n % 4 != 0 || since_hyphen_ok != 0 || n == 32 {
+            if n == 0 || !n.is_multiple_of(4) || after_hyphen || n == 32 {
                 return None;
             }
-            since_hyphen_ok = 1;
+            after_hyphen = true;
             continue;
         }
-        since_hyphen_ok = 0;
+        after_hyphen = false;
         let d = c.to_digit(16)? as u8;
         if n >= 32 {
             return None;
         }
-        out[n / 2] |= if n % 2 == 0 { d << 4 } else { d };
+        out[n / 2] |= if n.is_multiple_of(2) { d << 4 } else { d };
         n += 1;
     }
     (n == 32).then(|| pgrx::Uuid::from_bytes(out))
