@@ -1,0 +1,87 @@
+-- auth_ext figures. Times are the median of several runs, taken with clock_timestamp()
+-- inside one plpgsql function, so client round trips are not counted.
+\pset footer off
+\pset border 1
+set client_min_messages = warning;
+create extension auth_ext;
+set max_parallel_workers_per_gather = 0;   -- one backend: compare per-row cost, not parallelism
+
+create function median_ms(q text, runs int) returns numeric language plpgsql as $$
+declare t timestamptz; xs double precision[] := '{}';
+begin
+  for i in 1..runs loop
+    t := clock_timestamp();
+    execute q;
+    xs := xs || extract(epoch from clock_timestamp() - t) * 1000;
+  end loop;
+  return round((select percentile_cont(0.5) within group (order by x) from unnest(xs) x)::numeric, 3);
+end $$;
+grant execute on function median_ms(text, int) to public;
+
+-- Supabase's own definition, the reference.
+create function public.supabase_uid() returns uuid language sql stable as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim.sub', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+  )::uuid
+$$;
+
+\echo '== 1. RLS policy over 1,000,000 rows (1,000 users), as authenticated with PostgREST-style claims'
+create table items (id bigint primary key, user_id uuid not null, payload text);
+insert into items
+select g, ('00000000-0000-4000-8000-' || lpad(to_hex(g % 1000), 12, '0'))::uuid, 'row ' || g
+  from generate_series(1, 1000000) g;
+vacuum analyze items;
+alter table items enable row level security;
+grant select on items to authenticated;
+create temp table results (variant text, ms numeric);
+grant all on results to public;
+
+create or replace function bench_policy(variant text, qual text) returns void language plpgsql as $$
+begin
+  execute 'drop policy if exists p on items';
+  execute format('create policy p on items for select to authenticated using (%s)', qual);
+  -- A full PostgREST-style claims object, as the request would carry it.
+  perform set_config('request.jwt.claims', json_build_object(
+      'sub', '00000000-0000-4000-8000-00000000002a', 'role', 'authenticated', 'aud', 'authenticated',
+      'email', 'user42@example.com', 'aal', 'aal1', 'session_id', gen_random_uuid(),
+      'app_metadata', json_build_object('provider', 'email', 'providers', json_build_array('email')),
+      'user_metadata', json_build_object('name', 'User 42'), 'is_anonymous', false)::text, true);
+  execute 'set local role authenticated';
+  insert into results values (variant, median_ms('select count(*) from items', 5));
+  execute 'reset role';
+end $$;
+
+begin;
+do $$ begin
+  perform bench_policy('constant uuid (baseline)', $q$user_id = '00000000-0000-4000-8000-00000000002a'::uuid$q$);
+  perform bench_policy('auth.uid() direct', 'user_id = auth.uid()');
+  perform bench_policy('(select auth.uid())', 'user_id = (select auth.uid())');
+  perform bench_policy('Supabase SQL uid() direct', 'user_id = public.supabase_uid()');
+end $$;
+select variant, ms as median_ms,
+       round(ms / (select ms from results where variant like 'constant%'), 2) as vs_constant
+  from results order by ms;
+commit;
+
+\echo '== 2. Token checks'
+\o /dev/null
+select auth.set_jwt_secret('bench-secret-bench-secret-bench-secret-0123');
+\o
+select auth.sign_up('bench@example.com', 'bench-password-1') ->> 'access_token' as tok \gset
+select n as calls,
+       round(median_ms(format('select count(auth.verify_jwt(%L || '''')) from generate_series(1, %s)', :'tok', n), 5) * 1000 / n, 2) as verify_jwt_us_per_call,
+       round(median_ms(format('select count(auth.sign_jwt(''{"role":"anon"}''::jsonb || jsonb_build_object(''n'', g))) from generate_series(1, %s) g', n), 5) * 1000 / n, 2) as sign_jwt_us_per_call
+  from (values (20000)) v(n);
+
+\echo '== 3. Password sign-in (argon2id m=19456 t=2 p=1) and enumeration timing'
+create function try_wrong(email text) returns void language plpgsql as $$
+begin
+  perform auth.sign_in(email, 'not-the-password');
+exception when invalid_password then null;
+end $$;
+select a.sign_in_ok_ms, a.wrong_password_ms, a.unknown_email_ms,
+       round(abs(a.unknown_email_ms - a.wrong_password_ms) / a.wrong_password_ms * 100, 1) as unknown_vs_wrong_pct
+  from (select median_ms($$select auth.sign_in('bench@example.com', 'bench-password-1')$$, 15) as sign_in_ok_ms,
+               median_ms($$select try_wrong('bench@example.com')$$, 15) as wrong_password_ms,
+               median_ms($$select try_wrong('nobody@example.com')$$, 15) as unknown_email_ms) a;
