@@ -103,6 +103,19 @@ fn password_policy(password: Option<&str>) -> AuthResult<&str> {
     Ok(password)
 }
 
+/// A new session for a password sign-up or sign-in, with its audit entry.
+fn password_session(user_id: pgrx::Uuid, audit_action: &str) -> AuthResult<Value> {
+    let req = request::current();
+    let session = sessions::start(user_id, "password", &req)?;
+    sessions::audit(
+        audit_action,
+        &session["user"],
+        &req,
+        json!({"provider": "email"}),
+    )?;
+    Ok(session)
+}
+
 fn sign_up_impl(
     email: Option<&str>,
     password: Option<&str>,
@@ -146,15 +159,7 @@ fn sign_up_impl(
         &[user_id.into(), identity.to_string().into()],
     )?;
 
-    let req = request::current();
-    let session = sessions::start(user_id, "password", &req)?;
-    sessions::audit(
-        "user_signedup",
-        &session["user"],
-        &req,
-        json!({"provider": "email"}),
-    )?;
-    Ok(session)
+    password_session(user_id, "user_signedup")
 }
 
 fn sign_in_impl(email: Option<&str>, password: Option<&str>) -> AuthResult<Value> {
@@ -210,15 +215,7 @@ fn sign_in_impl(email: Option<&str>, password: Option<&str>) -> AuthResult<Value
           where user_id = $1 and provider = 'email'",
         &[user_id.into()],
     )?;
-    let req = request::current();
-    let session = sessions::start(user_id, "password", &req)?;
-    sessions::audit(
-        "login",
-        &session["user"],
-        &req,
-        json!({"provider": "email"}),
-    )?;
-    Ok(session)
+    password_session(user_id, "login")
 }
 
 /// Internal: called by the SECURITY DEFINER wrapper auth.sign_up.
