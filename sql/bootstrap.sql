@@ -115,6 +115,18 @@ create index sessions_user_id_idx on auth.sessions (user_id);
 create index user_id_created_at_idx on auth.sessions (user_id, created_at);
 create index sessions_not_after_idx on auth.sessions (not_after desc);
 
+-- How each session was authenticated: the amr claim of its access tokens, refresh after
+-- refresh (as on Supabase).
+create table auth.mfa_amr_claims (
+  session_id uuid not null references auth.sessions (id) on delete cascade,
+  created_at timestamptz not null,
+  updated_at timestamptz not null,
+  authentication_method text not null,
+  id uuid not null primary key,
+  constraint mfa_amr_claims_session_id_authentication_method_pkey unique (session_id, authentication_method)
+);
+comment on table auth.mfa_amr_claims is 'auth: stores authenticator method reference claims for multi factor authentication';
+
 create table auth.refresh_tokens (
   instance_id uuid,
   id bigserial primary key,
@@ -170,6 +182,7 @@ create unique index signing_keys_one_in_use on auth.signing_keys (algorithm) whe
 select pg_catalog.pg_extension_config_dump('auth.users', '');
 select pg_catalog.pg_extension_config_dump('auth.identities', '');
 select pg_catalog.pg_extension_config_dump('auth.sessions', '');
+select pg_catalog.pg_extension_config_dump('auth.mfa_amr_claims', '');
 select pg_catalog.pg_extension_config_dump('auth.refresh_tokens', '');
 select pg_catalog.pg_extension_config_dump('auth.refresh_tokens_id_seq', '');
 select pg_catalog.pg_extension_config_dump('auth.audit_log_entries', '');

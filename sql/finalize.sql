@@ -135,6 +135,144 @@ return auth._sign_jwt(claims::text);
 comment on function auth.sign_jwt(jsonb) is
   'Sign arbitrary claims with the in-use key (API keys for anon/service_role). service_role and owner only.';
 
+-- Sessions --------------------------------------------------------------------------
+
+-- Seconds from a setting of ours; 0 when the library has not defined it yet.
+create function auth._seconds(name text) returns interval
+language sql stable parallel safe
+set search_path = pg_catalog, pg_temp
+return pg_catalog.make_interval(secs => coalesce(nullif(pg_catalog.current_setting(name, true), ''), '0')::int);
+
+-- Whether a session may still be used: not ended (not_after), inside the timebox, not idle
+-- past the inactivity timeout, and the user's newest when sessions are single per user.
+-- The one definition used by auth.refresh, auth.cleanup and auth.session_check.
+create function auth._session_live(s auth.sessions) returns boolean
+language sql stable parallel safe
+set search_path = pg_catalog, pg_temp
+begin atomic
+  select (s.not_after is null or s.not_after > pg_catalog.now())
+     and (auth._seconds('auth.session_timebox') = '0'::interval
+          or s.created_at + auth._seconds('auth.session_timebox') > pg_catalog.now())
+     and (auth._seconds('auth.session_inactivity_timeout') = '0'::interval
+          or coalesce(s.refreshed_at at time zone 'UTC', s.created_at)
+             + auth._seconds('auth.session_inactivity_timeout') > pg_catalog.now())
+     and not (coalesce(pg_catalog.current_setting('auth.session_single_per_user', true), 'off') = 'on'
+              and exists (select 1 from auth.sessions o
+                           where o.user_id = s.user_id
+                             and (o.created_at, o.id) > (s.created_at, s.id)));
+end;
+
+create function auth._session_is_live(session_id uuid) returns boolean
+language sql stable parallel safe
+set search_path = pg_catalog, pg_temp
+begin atomic
+  select coalesce((select auth._session_live(s) from auth.sessions s where s.id = _session_is_live.session_id), false);
+end;
+
+-- The jobs that must commit even though the call that asks for them fails; run by a
+-- background worker (src/autonomous.rs) as the owner, never by a client.
+create function auth._autonomous(job jsonb) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if job ? 'revoke_session' then
+    update auth.sessions
+       set not_after = pg_catalog.now(), updated_at = pg_catalog.now()
+     where id = (job ->> 'revoke_session')::uuid;
+    update auth.refresh_tokens
+       set revoked = true, updated_at = pg_catalog.now()
+     where session_id = (job ->> 'revoke_session')::uuid and not revoked;
+  end if;
+  if job ? 'audit' then
+    insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address)
+    values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(),
+            (job -> 'audit' -> 'payload')::pg_catalog.json, pg_catalog.now(),
+            coalesce(job -> 'audit' ->> 'ip', ''));
+  end if;
+end
+$$;
+
+create function auth.refresh(refresh_token text) returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+return auth._refresh(refresh_token);
+comment on function auth.refresh(text) is
+  'Exchange a refresh token for a new session object (rotation with reuse detection).';
+
+-- Sign out the caller's session (from the request's claims): global = every session of
+-- the user, local = this one, others = all but this one. Deleting a session deletes its
+-- refresh tokens; with auth.session_check on, its access tokens stop working at once.
+create function auth.sign_out(scope text default 'global') returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  claims jsonb := auth.jwt();
+  sid uuid;
+  uid uuid := auth.uid();
+  n bigint;
+begin
+  if scope is null or scope not in ('global', 'local', 'others') then
+    raise exception 'validation_failed: scope must be global, local or others'
+      using errcode = '22023';
+  end if;
+  begin
+    sid := nullif(claims ->> 'session_id', '')::uuid;
+  exception when invalid_text_representation then
+    sid := null;
+  end;
+  if sid is null or uid is null
+     or not exists (select 1 from auth.sessions s where s.id = sid and s.user_id = uid) then
+    raise exception 'session_not_found: No session for this request'
+      using errcode = '28000', hint = 'Sign-out needs the claims of a signed-in user''s access token.';
+  end if;
+  if scope = 'global' then
+    delete from auth.sessions s where s.user_id = uid;
+  elsif scope = 'local' then
+    delete from auth.sessions s where s.id = sid;
+  else
+    delete from auth.sessions s where s.user_id = uid and s.id <> sid;
+  end if;
+  get diagnostics n = row_count;
+  perform auth._audit('logout', uid, jsonb_build_object('scope', scope, 'sessions', n));
+end
+$$;
+comment on function auth.sign_out(text) is
+  'Sign out: scope global (default), local or others, for the session in request.jwt.claims.';
+
+-- Delete ended sessions (with their tokens) and long-revoked refresh tokens, at most
+-- batch_size of each per call; call it until both counts are 0 (e.g. from pg_cron).
+create function auth.cleanup(batch_size integer default 1000) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  n_sessions bigint;
+  n_tokens bigint;
+begin
+  if batch_size is null or batch_size < 1 or batch_size > 100000 then
+    raise exception 'validation_failed: batch_size must be between 1 and 100000'
+      using errcode = '22023';
+  end if;
+  delete from auth.sessions d
+   where d.id in (select s.id from auth.sessions s
+                   where not auth._session_live(s)
+                   limit batch_size
+                   for update skip locked);
+  get diagnostics n_sessions = row_count;
+  delete from auth.refresh_tokens d
+   where d.id in (select t.id from auth.refresh_tokens t
+                   where t.revoked and t.updated_at < pg_catalog.now() - auth._seconds('auth.revoked_token_retention')
+                   limit batch_size
+                   for update skip locked);
+  get diagnostics n_tokens = row_count;
+  return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens);
+end
+$$;
+comment on function auth.cleanup(integer) is
+  'Delete ended sessions and refresh tokens revoked longer than auth.revoked_token_retention, in batches.';
+
 -- Privileges. Nothing in auth is reachable by default; then each function is granted to
 -- the roles that need it. USAGE on the schema lets every role call auth.uid() & co in RLS.
 revoke all on all tables in schema auth from public;
@@ -150,3 +288,6 @@ grant execute on function auth.sign_up(text, text, jsonb), auth.sign_in(text, te
 -- role of a thin API layer (PostgREST's authenticator) calls authenticate itself.
 grant execute on function auth.verify_jwt(text), auth.authenticate(text) to public;
 grant execute on function auth.sign_jwt(jsonb) to service_role;
+grant execute on function auth.refresh(text) to anon, authenticated, service_role;
+grant execute on function auth.sign_out(text) to anon, authenticated, service_role;
+grant execute on function auth.cleanup(integer) to service_role;

@@ -45,6 +45,7 @@ struct Parsed {
     sub: Option<pgrx::Uuid>,
     role: Option<String>,
     email: Option<String>,
+    session_id: Option<pgrx::Uuid>,
 }
 
 struct Cached {
@@ -74,29 +75,79 @@ fn parse(raw: &[u8]) -> Parsed {
         sub: text("sub").as_deref().and_then(parse_uuid),
         role: text("role"),
         email: text("email"),
+        session_id: text("session_id").as_deref().and_then(parse_uuid),
         object: Some(object),
+    }
+}
+
+/// With `auth.session_check` on: whether the claims' session is still live, asked once
+/// per transaction and session id. Claims without a session (API keys) pass.
+fn session_allows(session_id: Option<pgrx::Uuid>) -> bool {
+    if !crate::config::SESSION_CHECK.get() {
+        return true;
+    }
+    let Some(sid) = session_id else { return true };
+    let lxid = current_lxid();
+    thread_local! {
+        static VERDICT: RefCell<Option<(u32, pgrx::Uuid, bool)>> = const { RefCell::new(None) };
+    }
+    if let Some(v) = VERDICT.with(|v| match &*v.borrow() {
+        Some((x, s, ok)) if *x == lxid && *s == sid => Some(*ok),
+        _ => None,
+    }) {
+        return v;
+    }
+    // The sessions table is the owner's: ask with its rights. Any failure denies.
+    let live = crate::keys::extension_owner()
+        .ok()
+        .map(|owner| {
+            crate::keys::as_user(owner, || {
+                Spi::get_one_with_args::<bool>("select auth._session_is_live($1)", &[sid.into()])
+            })
+        })
+        .and_then(|r| r.ok().flatten())
+        .unwrap_or(false);
+    VERDICT.with(|v| *v.borrow_mut() = Some((lxid, sid, live)));
+    live
+}
+
+/// This backend's local transaction id: changes with every transaction.
+fn current_lxid() -> u32 {
+    // SAFETY: MyProc is set for every backend before any SQL function can run.
+    unsafe {
+        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+        {
+            (*pg_sys::MyProc).lxid
+        }
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        {
+            (*pg_sys::MyProc).vxid.lxid
+        }
     }
 }
 
 /// Run `f` on the parsed claims of the current `request.jwt.claims` value.
 fn with_claims<R>(f: impl FnOnce(&Parsed) -> R) -> R {
-    let raw = setting(CLAIMS);
-    CACHE.with(|c| {
+    let Some(raw) = setting(CLAIMS) else {
+        return f(&Parsed::default());
+    };
+    let session_id = CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        let Some(raw) = raw else {
-            return f(&Parsed::default());
-        };
-        let hit = matches!(&*c, Some(cached) if cached.raw == raw);
-        if !hit {
+        if !matches!(&*c, Some(cached) if cached.raw == raw) {
             *c = Some(Cached {
                 raw: raw.to_vec(),
                 parsed: parse(raw),
             });
         }
-        match &*c {
-            Some(cached) => f(&cached.parsed),
-            None => f(&Parsed::default()),
-        }
+        c.as_ref().and_then(|cached| cached.parsed.session_id)
+    });
+    // Outside the borrow: the check may run SQL.
+    if !session_allows(session_id) {
+        return f(&Parsed::default());
+    }
+    CACHE.with(|c| match &*c.borrow() {
+        Some(cached) => f(&cached.parsed),
+        None => f(&Parsed::default()),
     })
 }
 

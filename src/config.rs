@@ -15,6 +15,12 @@ pub static JWT_AUD: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 pub static PASSWORD_MIN_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(8);
 pub static PASSWORD_MAX_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(256);
 pub static ARGON2_MEMORY_KIB: GucSetting<i32> = GucSetting::<i32>::new(19456);
+pub static REFRESH_REUSE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static SESSION_TIMEBOX: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static SESSION_INACTIVITY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static SESSION_SINGLE_PER_USER: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static SESSION_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static REVOKED_TOKEN_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(86400);
 pub static ARGON2_ITERATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 fn int(
@@ -34,6 +40,22 @@ fn int(
         range.1,
         GucContext::Suset,
         flags,
+    );
+}
+
+fn boolean(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    setting: &'static GucSetting<bool>,
+) {
+    GucRegistry::define_bool_guc(
+        name,
+        short,
+        long,
+        setting,
+        GucContext::Suset,
+        GucFlags::default(),
     );
 }
 
@@ -78,13 +100,55 @@ pub fn register() {
         c"Checked on verification only when auth.jwt_verify_issuer is on.",
         &JWT_ISSUER,
     );
-    GucRegistry::define_bool_guc(
+    boolean(
         c"auth.jwt_verify_issuer",
         c"Require the iss claim of verified tokens to equal auth.jwt_issuer.",
         c"Off by default, like PostgREST, so API keys minted elsewhere keep working.",
         &JWT_VERIFY_ISSUER,
-        GucContext::Suset,
-        plain(),
+    );
+    int(
+        c"auth.refresh_reuse_interval",
+        c"Seconds during which a rotated refresh token still yields a session.",
+        c"Concurrent tabs and clients that failed to save the new token; later reuse revokes the session.",
+        &REFRESH_REUSE_INTERVAL,
+        (0, 3600),
+        secs,
+    );
+    int(
+        c"auth.session_timebox",
+        c"Absolute session lifetime in seconds; 0 means none.",
+        c"A session older than this refuses refresh with session_expired.",
+        &SESSION_TIMEBOX,
+        (0, i32::MAX),
+        secs,
+    );
+    int(
+        c"auth.session_inactivity_timeout",
+        c"Seconds without a refresh after which a session expires; 0 means never.",
+        c"Measured from the last refresh (or sign-in).",
+        &SESSION_INACTIVITY_TIMEOUT,
+        (0, i32::MAX),
+        secs,
+    );
+    boolean(
+        c"auth.session_single_per_user",
+        c"Keep only each user's newest session alive.",
+        c"Older sessions refuse refresh with session_expired.",
+        &SESSION_SINGLE_PER_USER,
+    );
+    boolean(
+        c"auth.session_check",
+        c"Make the claim helpers return NULL for tokens of ended sessions.",
+        c"Checked once per transaction; off by default, as on Supabase.",
+        &SESSION_CHECK,
+    );
+    int(
+        c"auth.revoked_token_retention",
+        c"Seconds auth.cleanup keeps revoked refresh tokens for reuse detection.",
+        c"After that a reused token is refresh_token_not_found instead of revoking its session.",
+        &REVOKED_TOKEN_RETENTION,
+        (0, i32::MAX),
+        secs,
     );
     string(
         c"auth.jwt_aud",

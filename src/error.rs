@@ -18,6 +18,9 @@ pub enum AuthError {
     ValidationFailed(String),
     /// Any token that does not verify; the text says why.
     BadJwt(String),
+    RefreshTokenNotFound,
+    RefreshTokenAlreadyUsed,
+    SessionExpired,
     /// The caller may not do this (role switch, key material).
     InsufficientPrivilege(String),
     /// Something that should not happen (a broken row, SPI failure): never input-driven.
@@ -34,6 +37,9 @@ impl AuthError {
             AuthError::WeakPassword(_) => "weak_password",
             AuthError::ValidationFailed(_) => "validation_failed",
             AuthError::BadJwt(_) => "bad_jwt",
+            AuthError::RefreshTokenNotFound => "refresh_token_not_found",
+            AuthError::RefreshTokenAlreadyUsed => "refresh_token_already_used",
+            AuthError::SessionExpired => "session_expired",
             AuthError::InsufficientPrivilege(_) => "insufficient_privilege",
             AuthError::Unexpected(_) => "unexpected_failure",
         }
@@ -43,7 +49,11 @@ impl AuthError {
         use PgSqlErrorCode::*;
         match self {
             AuthError::InvalidCredentials => ERRCODE_INVALID_PASSWORD, // 28P01
-            AuthError::UserBanned | AuthError::BadJwt(_) => {
+            AuthError::UserBanned
+            | AuthError::BadJwt(_)
+            | AuthError::RefreshTokenNotFound
+            | AuthError::RefreshTokenAlreadyUsed
+            | AuthError::SessionExpired => {
                 ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION // 28000
             }
             AuthError::UserAlreadyExists => ERRCODE_UNIQUE_VIOLATION, // 23505
@@ -60,6 +70,13 @@ impl AuthError {
             AuthError::InvalidCredentials => "Invalid login credentials".into(),
             AuthError::UserAlreadyExists => "User already registered".into(),
             AuthError::UserBanned => "User is banned".into(),
+            AuthError::RefreshTokenNotFound => {
+                "Invalid Refresh Token: Refresh Token Not Found".into()
+            }
+            AuthError::RefreshTokenAlreadyUsed => {
+                "Invalid Refresh Token: Already Used; the session has been revoked".into()
+            }
+            AuthError::SessionExpired => "Session has expired; sign in again".into(),
             AuthError::WeakPassword(m)
             | AuthError::ValidationFailed(m)
             | AuthError::BadJwt(m)
@@ -70,7 +87,11 @@ impl AuthError {
 
     fn hint(&self) -> Option<&'static str> {
         match self {
-            AuthError::BadJwt(_) => Some("Sign in again to get a new access token."),
+            AuthError::BadJwt(_)
+            | AuthError::SessionExpired
+            | AuthError::RefreshTokenAlreadyUsed => {
+                Some("Sign in again to get a new access token.")
+            }
             AuthError::UserAlreadyExists => Some("Sign in instead, or use another email."),
             _ => None,
         }

@@ -84,6 +84,11 @@ fn key_table() -> AuthResult<(pg_sys::Oid, pg_sys::Oid)> {
     }
 }
 
+/// The extension owner (the owner of its tables), for work done with its rights.
+pub fn extension_owner() -> AuthResult<pg_sys::Oid> {
+    key_table().map(|(_, owner)| owner)
+}
+
 /// Run `f` with the rights of `owner`, like a SECURITY DEFINER function, for reading the
 /// owner-only tables. An error inside `f` aborts the (sub)transaction, which restores the
 /// previous user by itself.

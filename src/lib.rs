@@ -3,12 +3,14 @@
 
 use pgrx::prelude::*;
 
+mod autonomous;
 mod claims;
 mod config;
 mod error;
 mod jwt;
 mod keys;
 mod password;
+mod refresh;
 mod request;
 mod sessions;
 mod tokens;

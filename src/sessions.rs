@@ -4,7 +4,7 @@
 //! search_path is pinned by the caller.
 
 use crate::config;
-use crate::error::{row, AuthError, AuthResult};
+use crate::error::{row, AuthError, AuthResult, OrRaise};
 use crate::jwt;
 use crate::keys;
 use crate::request::RequestInfo;
@@ -41,30 +41,64 @@ pub fn user_json(user_id: pgrx::Uuid) -> AuthResult<Value> {
         .map_err(|e| AuthError::Unexpected(format!("user row cannot be read as JSON: {e}")))
 }
 
-/// Append a row to auth.audit_log_entries, in Supabase's payload shape.
-pub fn audit(action: &str, user: &Value, req: &RequestInfo, traits: Value) -> AuthResult<()> {
-    let payload = json!({
-        "action": action,
-        "actor_id": user.get("id").cloned().unwrap_or(Value::Null),
-        "actor_username": user.get("email").cloned().unwrap_or(Value::Null),
-        "actor_via_sso": false,
-        "log_type": if action == "user_signedup" { "team" } else { "account" },
-        "traits": traits,
-    });
-    let ip = req.ip.map(|ip| ip.to_string()).unwrap_or_default();
+/// An audit entry in Supabase's payload shape, and the client IP ('' when unknown). Never
+/// holds a password, hash or token.
+pub fn audit_entry(
+    action: &str,
+    actor_id: Option<&str>,
+    actor_username: Option<&str>,
+    req: &RequestInfo,
+    traits: Value,
+) -> Value {
+    json!({
+        "payload": {
+            "action": action,
+            "actor_id": actor_id,
+            "actor_username": actor_username,
+            "actor_via_sso": false,
+            "log_type": if action == "user_signedup" { "team" } else { "account" },
+            "traits": traits,
+        },
+        "ip": req.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+    })
+}
+
+/// Append an audit entry in the current transaction.
+pub fn write_audit(entry: &Value) -> AuthResult<()> {
     Spi::run_with_args(
         "insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address) \
          values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), $1::pg_catalog.json, pg_catalog.now(), $2)",
-        &[payload.to_string().into(), ip.into()],
+        &[entry["payload"].to_string().into(), entry["ip"].as_str().unwrap_or("").into()],
     )?;
     Ok(())
+}
+
+/// Audit an action of `user` (a user object) in the current transaction.
+pub fn audit(action: &str, user: &Value, req: &RequestInfo, traits: Value) -> AuthResult<()> {
+    write_audit(&audit_entry(
+        action,
+        user.get("id").and_then(Value::as_str),
+        user.get("email").and_then(Value::as_str),
+        req,
+        traits,
+    ))
+}
+
+/// SQL: audit an action of the user `actor_id` (used by auth.sign_out).
+#[pg_extern(volatile)]
+fn _audit(action: &str, actor_id: pgrx::Uuid, traits: pgrx::JsonB) {
+    let result = (|| -> AuthResult<()> {
+        let user = user_json(actor_id).unwrap_or_else(|_| json!({"id": actor_id.to_string()}));
+        audit(action, &user, &crate::request::current(), traits.0)
+    })();
+    result.or_raise()
 }
 
 /// The claims of an access token for `user` in session `session_id`.
 pub fn access_claims(
     user: &Value,
     session_id: &str,
-    method: &str,
+    amr: Value,
     issuer: Option<String>,
     now: i64,
     exp: i64,
@@ -84,10 +118,7 @@ pub fn access_claims(
     c.insert("user_metadata".into(), field("user_metadata"));
     c.insert("role".into(), field("role"));
     c.insert("aal".into(), Value::from("aal1"));
-    c.insert(
-        "amr".into(),
-        json!([{ "method": method, "timestamp": now }]),
-    );
+    c.insert("amr".into(), amr);
     c.insert("session_id".into(), Value::from(session_id));
     c.insert("is_anonymous".into(), field("is_anonymous"));
     c
@@ -95,7 +126,7 @@ pub fn access_claims(
 
 /// Start a session for `user_id` and return GoTrue's session object.
 pub fn start(user_id: pgrx::Uuid, method: &str, req: &RequestInfo) -> AuthResult<Value> {
-    let session_id = Spi::get_one_with_args::<pgrx::Uuid>(
+    let session_id = row(Spi::get_one_with_args::<pgrx::Uuid>(
         "insert into auth.sessions (id, user_id, created_at, updated_at, aal, user_agent, ip) \
          values (pg_catalog.gen_random_uuid(), $1, pg_catalog.now(), pg_catalog.now(), 'aal1', $2, $3::pg_catalog.inet) \
          returning id",
@@ -104,29 +135,68 @@ pub fn start(user_id: pgrx::Uuid, method: &str, req: &RequestInfo) -> AuthResult
             req.user_agent.clone().into(),
             req.ip.map(|i| i.to_string()).into(),
         ],
-    )?
+    ))?
     .ok_or_else(|| AuthError::Unexpected("session insert returned nothing".into()))?
     .to_string();
-
-    // 192 random bits; only the hash is stored.
-    let refresh_token = keys::random_token(24)?;
     Spi::run_with_args(
-        "insert into auth.refresh_tokens (instance_id, token, user_id, revoked, created_at, updated_at, session_id) \
-         values ('00000000-0000-0000-0000-000000000000', $1, $2, false, pg_catalog.now(), pg_catalog.now(), $3::pg_catalog.uuid)",
+        "insert into auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method, id) \
+         values ($1::pg_catalog.uuid, pg_catalog.now(), pg_catalog.now(), $2, pg_catalog.gen_random_uuid())",
+        &[session_id.as_str().into(), method.into()],
+    )?;
+    let refresh_token = new_refresh_token(user_id, &session_id, None)?;
+    // From the stored claim, so sign-in and every later refresh carry the same amr.
+    issue(user_id, &session_id, amr_of(&session_id)?, refresh_token)
+}
+
+/// A new refresh token for the session: 192 random bits, of which only the SHA-256 is
+/// stored; `parent` is the hash of the token it replaces.
+pub fn new_refresh_token(
+    user_id: pgrx::Uuid,
+    session_id: &str,
+    parent: Option<&str>,
+) -> AuthResult<String> {
+    let token = keys::random_token(24)?;
+    Spi::run_with_args(
+        "insert into auth.refresh_tokens (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id) \
+         values ('00000000-0000-0000-0000-000000000000', $1, $2, false, pg_catalog.now(), pg_catalog.now(), $3, $4::pg_catalog.uuid)",
         &[
-            token_hash(&refresh_token).into(),
+            token_hash(&token).into(),
             user_id.to_string().into(),
-            session_id.clone().into(),
+            parent.into(),
+            session_id.into(),
         ],
     )?;
+    Ok(token)
+}
 
+/// The amr claim of a session's tokens: how and when it was authenticated.
+pub fn amr_of(session_id: &str) -> AuthResult<Value> {
+    let text = row(Spi::get_one_with_args::<String>(
+        "select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object( \
+                    'method', c.authentication_method, \
+                    'timestamp', pg_catalog.floor(pg_catalog.date_part('epoch', c.created_at))::bigint) \
+                  order by c.created_at), '[]')::pg_catalog.text \
+           from auth.mfa_amr_claims c where c.session_id = $1::pg_catalog.uuid",
+        &[session_id.into()],
+    ))?
+    .unwrap_or_else(|| "[]".into());
+    serde_json::from_str(&text).map_err(|e| AuthError::Unexpected(format!("amr claims: {e}")))
+}
+
+/// Sign an access token for the session and return GoTrue's session object.
+pub fn issue(
+    user_id: pgrx::Uuid,
+    session_id: &str,
+    amr: Value,
+    refresh_token: String,
+) -> AuthResult<Value> {
     let user = user_json(user_id)?;
     let now = unix_now();
     let lifetime = i64::from(config::JWT_EXP.get());
     let claims = access_claims(
         &user,
-        &session_id,
-        method,
+        session_id,
+        amr,
         config::jwt_issuer(),
         now,
         now + lifetime,
@@ -159,7 +229,14 @@ mod tests {
         let user = json!({"id": "u", "aud": "authenticated", "role": "authenticated",
             "email": "a@x.io", "phone": "", "app_metadata": {"provider": "email"},
             "user_metadata": {}, "is_anonymous": false});
-        let c = access_claims(&user, "s", "password", Some("me".into()), 100, 3700);
+        let c = access_claims(
+            &user,
+            "s",
+            json!([{"method": "password", "timestamp": 100}]),
+            Some("me".into()),
+            100,
+            3700,
+        );
         for k in [
             "sub",
             "aud",

@@ -162,7 +162,43 @@ fn sign_up_impl(
     password_session(user_id, "user_signedup")
 }
 
+/// Audit a failed sign-in in a transaction of its own: the error that follows aborts ours.
+fn audit_failed_sign_in(email: &str, user_id: Option<pgrx::Uuid>, reason: &str) {
+    let id = user_id.map(|u| u.to_string());
+    let entry = sessions::audit_entry(
+        "login_failed",
+        id.as_deref(),
+        Some(email),
+        &request::current(),
+        json!({"provider": "email", "reason": reason}),
+    );
+    let written = crate::keys::extension_owner()
+        .and_then(|owner| crate::autonomous::run(&json!({"audit": entry}), owner));
+    if let Err(e) = written {
+        pgrx::warning!("auth_ext: could not audit a failed sign-in: {e}");
+    }
+}
+
 fn sign_in_impl(email: Option<&str>, password: Option<&str>) -> AuthResult<Value> {
+    let result = sign_in_checked(email, password);
+    if let Err(e @ (AuthError::InvalidCredentials | AuthError::UserBanned)) = &result {
+        // The same lookup for unknown emails and wrong passwords keeps their timing equal.
+        let who = normalize_email(email).unwrap_or_default();
+        audit_failed_sign_in(&who, user_id_of(&who), e.code());
+    }
+    result
+}
+
+fn user_id_of(email: &str) -> Option<pgrx::Uuid> {
+    row(Spi::get_one_with_args::<pgrx::Uuid>(
+        "select u.id from auth.users u where pg_catalog.lower(u.email) = pg_catalog.lower($1) and u.is_sso_user = false",
+        &[email.into()],
+    ))
+    .ok()
+    .flatten()
+}
+
+fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Value> {
     let email = normalize_email(email)?;
     let password =
         password.ok_or_else(|| AuthError::ValidationFailed("A password is required".into()))?;
