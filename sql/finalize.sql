@@ -137,11 +137,12 @@ comment on function auth.sign_jwt(jsonb) is
 
 -- Sessions --------------------------------------------------------------------------
 
--- Seconds from a setting of ours; 0 when the library has not defined it yet.
+-- A duration setting of ours as an interval. SHOW spells them with units ('1h', '10min',
+-- '30s'), which interval input reads as they are; 0 when the setting is not defined yet.
 create function auth._seconds(name text) returns interval
 language sql stable parallel safe
 set search_path = pg_catalog, pg_temp
-return pg_catalog.make_interval(secs => coalesce(nullif(pg_catalog.current_setting(name, true), ''), '0')::int);
+return coalesce(nullif(pg_catalog.current_setting(name, true), ''), '0')::pg_catalog.interval;
 
 -- Whether a session may still be used: not ended (not_after), inside the timebox, not idle
 -- past the inactivity timeout, and the user's newest when sessions are single per user.
@@ -244,7 +245,7 @@ comment on function auth.sign_out(text) is
 -- Delete ended sessions (with their tokens) and long-revoked refresh tokens, at most
 -- batch_size of each per call; call it until both counts are 0 (e.g. from pg_cron).
 create function auth.cleanup(batch_size integer default 1000) returns jsonb
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
