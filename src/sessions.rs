@@ -87,11 +87,8 @@ pub fn audit(action: &str, user: &Value, req: &RequestInfo, traits: Value) -> Au
 /// SQL: audit an action of the user `actor_id` (used by auth.sign_out).
 #[pg_extern(volatile)]
 fn _audit(action: &str, actor_id: pgrx::Uuid, traits: pgrx::JsonB) {
-    let result = (|| -> AuthResult<()> {
-        let user = user_json(actor_id).unwrap_or_else(|_| json!({"id": actor_id.to_string()}));
-        audit(action, &user, &crate::request::current(), traits.0)
-    })();
-    result.or_raise()
+    let user = user_json(actor_id).unwrap_or_else(|_| json!({"id": actor_id.to_string()}));
+    audit(action, &user, &crate::request::current(), traits.0).or_raise()
 }
 
 /// The claims of an access token for `user` in session `session_id`.
