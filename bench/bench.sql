@@ -37,14 +37,19 @@ grant select on items to authenticated;
 create temp table results (variant text, ms numeric);
 grant all on results to public;
 
-create or replace function bench_policy(variant text, qual text) returns void language plpgsql as $$
+-- A real session, so that auth.session_check has a live session to look up.
+select set_config('bench.session_id',
+  auth.verify_jwt(auth.sign_up('policy@example.com', 'policy-password-1') ->> 'access_token') ->> 'session_id', false) is not null as session_ready \gset
+
+create or replace function bench_policy(variant text, qual text, check_sessions boolean default false) returns void language plpgsql as $$
 begin
+  perform set_config('auth.session_check', check_sessions::text, true);
   execute 'drop policy if exists p on items';
   execute format('create policy p on items for select to authenticated using (%s)', qual);
   -- A full PostgREST-style claims object, as the request would carry it.
   perform set_config('request.jwt.claims', json_build_object(
       'sub', '00000000-0000-4000-8000-00000000002a', 'role', 'authenticated', 'aud', 'authenticated',
-      'email', 'user42@example.com', 'aal', 'aal1', 'session_id', gen_random_uuid(),
+      'email', 'user42@example.com', 'aal', 'aal1', 'session_id', current_setting('bench.session_id'),
       'app_metadata', json_build_object('provider', 'email', 'providers', json_build_array('email')),
       'user_metadata', json_build_object('name', 'User 42'), 'is_anonymous', false)::text, true);
   execute 'set local role authenticated';
@@ -58,6 +63,7 @@ do $$ begin
   perform bench_policy('auth.uid() direct', 'user_id = auth.uid()');
   perform bench_policy('(select auth.uid())', 'user_id = (select auth.uid())');
   perform bench_policy('Supabase SQL uid() direct', 'user_id = public.supabase_uid()');
+  perform bench_policy('auth.uid() direct, session_check on', 'user_id = auth.uid()', true);
 end $$;
 select variant, ms as median_ms,
        round(ms / (select ms from results where variant like 'constant%'), 2) as vs_constant
@@ -74,7 +80,34 @@ select n as calls,
        round(median_ms(format('select count(auth.sign_jwt(''{"role":"anon"}''::jsonb || jsonb_build_object(''n'', g))) from generate_series(1, %s) g', n), 5) * 1000 / n, 2) as sign_jwt_us_per_call
   from (values (20000)) v(n);
 
-\echo '== 3. Password sign-in (argon2id m=19456 t=2 p=1) and enumeration timing'
+\echo '== 3. Refresh (rotation) and the session check'
+create function refresh_chain(n int) returns void language plpgsql as $$
+declare t text := auth.sign_up('chain-' || gen_random_uuid() || '@example.com', 'chain-password-1') ->> 'refresh_token';
+begin
+  for i in 1..n loop t := auth.refresh(t) ->> 'refresh_token'; end loop;
+end $$;
+create function session_checks(n int, lookups boolean) returns void language plpgsql as $$
+declare
+  -- The verdict is kept per transaction and session: alternating between two sessions
+  -- makes every call look its session up, one session makes every call a cache hit.
+  sids text[] := array[current_setting('bench.session_id'),
+                       auth.verify_jwt(auth.sign_up('alt-' || gen_random_uuid() || '@example.com',
+                                                    'alt-password-1') ->> 'access_token') ->> 'session_id'];
+begin
+  for i in 1..n loop
+    perform set_config('request.jwt.claims', json_build_object('sub', gen_random_uuid(),
+              'session_id', sids[case when lookups then 1 + i % 2 else 1 end])::text, true);
+    perform auth.uid();
+  end loop;
+end $$;
+-- A chain of 200 refreshes minus the sign-up that starts it.
+select round((median_ms('select refresh_chain(200)', 3) - median_ms('select refresh_chain(0)', 3)) / 200, 3) as refresh_ms;
+set auth.session_check = on;
+select round(median_ms('select session_checks(2000, false)', 5) * 1000 / 2000, 2) as new_claims_same_session_us,
+       round(median_ms('select session_checks(2000, true)', 5) * 1000 / 2000, 2) as new_claims_session_lookup_us;
+reset auth.session_check;
+
+\echo '== 4. Password sign-in (argon2id m=19456 t=2 p=1) and enumeration timing'
 create function try_wrong(email text) returns void language plpgsql as $$
 begin
   perform auth.sign_in(email, 'not-the-password');

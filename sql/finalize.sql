@@ -144,32 +144,6 @@ language sql stable parallel safe
 set search_path = pg_catalog, pg_temp
 return coalesce(nullif(pg_catalog.current_setting(name, true), ''), '0')::pg_catalog.interval;
 
--- Whether a session may still be used: not ended (not_after), inside the timebox, not idle
--- past the inactivity timeout, and the user's newest when sessions are single per user.
--- The one definition used by auth.refresh, auth.cleanup and auth.session_check.
-create function auth._session_live(s auth.sessions) returns boolean
-language sql stable parallel safe
-set search_path = pg_catalog, pg_temp
-begin atomic
-  select (s.not_after is null or s.not_after > pg_catalog.now())
-     and (auth._seconds('auth.session_timebox') = '0'::interval
-          or s.created_at + auth._seconds('auth.session_timebox') > pg_catalog.now())
-     and (auth._seconds('auth.session_inactivity_timeout') = '0'::interval
-          or coalesce(s.refreshed_at at time zone 'UTC', s.created_at)
-             + auth._seconds('auth.session_inactivity_timeout') > pg_catalog.now())
-     and not (coalesce(pg_catalog.current_setting('auth.session_single_per_user', true), 'off') = 'on'
-              and exists (select 1 from auth.sessions o
-                           where o.user_id = s.user_id
-                             and (o.created_at, o.id) > (s.created_at, s.id)));
-end;
-
-create function auth._session_is_live(session_id uuid) returns boolean
-language sql stable parallel safe
-set search_path = pg_catalog, pg_temp
-begin atomic
-  select coalesce((select auth._session_live(s) from auth.sessions s where s.id = _session_is_live.session_id), false);
-end;
-
 -- The jobs that must commit even though the call that asks for them fails; run by a
 -- background worker (src/autonomous.rs) as the owner, never by a client.
 create function auth._autonomous(job jsonb) returns void
@@ -258,7 +232,7 @@ begin
   end if;
   delete from auth.sessions d
    where d.id in (select s.id from auth.sessions s
-                   where not auth._session_live(s)
+                   where not auth._session_is_live(s.id)
                    limit batch_size
                    for update skip locked);
   get diagnostics n_sessions = row_count;

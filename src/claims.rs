@@ -100,12 +100,8 @@ fn session_allows(session_id: Option<pgrx::Uuid>) -> bool {
     // The sessions table is the owner's: ask with its rights. Any failure denies.
     let live = crate::keys::extension_owner()
         .ok()
-        .map(|owner| {
-            crate::keys::as_user(owner, || {
-                Spi::get_one_with_args::<bool>("select auth._session_is_live($1)", &[sid.into()])
-            })
-        })
-        .and_then(|r| r.ok().flatten())
+        .map(|owner| crate::keys::as_user(owner, || crate::sessions::session_is_live(sid)))
+        .and_then(|r| r.ok())
         .unwrap_or(false);
     VERDICT.with(|v| *v.borrow_mut() = Some((lxid, sid, live)));
     live

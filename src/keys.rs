@@ -13,6 +13,8 @@ use std::cell::RefCell;
 struct Cache {
     /// Oid of auth.signing_keys when the keys were read; invalidations name it.
     relid: pg_sys::Oid,
+    /// The table's owner: the extension owner, whose rights key and session reads use.
+    owner: pg_sys::Oid,
     /// Keys that verify (in_use and previously_used).
     verify: Vec<Key>,
     /// The in_use HS256 key, used for signing.
@@ -84,9 +86,10 @@ fn key_table() -> AuthResult<(pg_sys::Oid, pg_sys::Oid)> {
     }
 }
 
-/// The extension owner (the owner of its tables), for work done with its rights.
+/// The extension owner (the owner of its tables), for work done with its rights. Cached
+/// with the keys (an ownership change of the table invalidates both).
 pub fn extension_owner() -> AuthResult<pg_sys::Oid> {
-    key_table().map(|(_, owner)| owner)
+    with_cache(|c| Ok(c.owner))
 }
 
 /// Run `f` with the rights of `owner`, like a SECURITY DEFINER function, for reading the
@@ -133,6 +136,7 @@ fn load() -> AuthResult<Cache> {
     })?;
     let mut cache = Cache {
         relid,
+        owner,
         verify: Vec::new(),
         signing: None,
     };

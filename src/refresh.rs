@@ -109,7 +109,7 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
     // Serialise with every other refresh of this session.
     let locked = Spi::connect_mut(|client| {
         let rows = client.update(
-            "select s.user_id, auth._session_live(s), \
+            "select s.user_id, s.id, \
                     coalesce(u.banned_until > pg_catalog.now(), false), \
                     (select t.revoked from auth.refresh_tokens t where t.token = $2) \
                from auth.sessions s join auth.users u on u.id = s.user_id \
@@ -122,7 +122,7 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
         for r in rows {
             out = Some((
                 r.get::<pgrx::Uuid>(1)?,
-                r.get::<bool>(2)?.unwrap_or(false),
+                r.get::<pgrx::Uuid>(2)?,
                 r.get::<bool>(3)?.unwrap_or(false),
                 r.get::<bool>(4)?,
             ));
@@ -130,10 +130,10 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
         Ok::<_, pgrx::spi::Error>(out)
     })?;
     // The session or the token vanished meanwhile (signed out, cleaned up).
-    let Some((Some(user_id), live, banned, Some(revoked_now))) = locked else {
+    let Some((Some(user_id), Some(locked_id), banned, Some(revoked_now))) = locked else {
         return Err(AuthError::RefreshTokenNotFound);
     };
-    if !live {
+    if !sessions::session_is_live(locked_id)? {
         return Err(AuthError::SessionExpired);
     }
     if banned {

@@ -91,6 +91,66 @@ fn _audit(action: &str, actor_id: pgrx::Uuid, traits: pgrx::JsonB) {
     audit(action, &user, &crate::request::current(), traits.0).or_raise()
 }
 
+/// Whether a session may still be used: not ended (not_after), inside the timebox, not idle
+/// past the inactivity timeout, and the user's newest when sessions are single per user.
+/// The one definition of liveness, used by auth.refresh, auth.cleanup and
+/// auth.session_check. A kept plan with every name and operator qualified: it runs under
+/// the caller's search_path when called for the RLS check.
+pub fn session_is_live(session_id: pgrx::Uuid) -> AuthResult<bool> {
+    use pgrx::spi::OwnedPreparedStatement;
+    use std::cell::RefCell;
+    thread_local! {
+        static PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+    }
+    const LIVE: &str = "select coalesce(( \
+        select (s.not_after is null or s.not_after operator(pg_catalog.>) pg_catalog.now()) \
+           and ($2 operator(pg_catalog.=) 0 \
+                or s.created_at operator(pg_catalog.+) pg_catalog.make_interval(0, 0, 0, 0, 0, 0, $2) \
+                   operator(pg_catalog.>) pg_catalog.now()) \
+           and ($3 operator(pg_catalog.=) 0 \
+                or coalesce(s.refreshed_at at time zone 'UTC', s.created_at) \
+                   operator(pg_catalog.+) pg_catalog.make_interval(0, 0, 0, 0, 0, 0, $3) \
+                   operator(pg_catalog.>) pg_catalog.now()) \
+           and not ($4 and exists ( \
+                select 1 from auth.sessions o \
+                 where o.user_id operator(pg_catalog.=) s.user_id \
+                   and (o.created_at operator(pg_catalog.>) s.created_at \
+                        or (o.created_at operator(pg_catalog.=) s.created_at \
+                            and o.id operator(pg_catalog.>) s.id)))) \
+          from auth.sessions s where s.id operator(pg_catalog.=) $1), false)";
+    let args = [
+        session_id.into(),
+        config::SESSION_TIMEBOX.get().into(),
+        config::SESSION_INACTIVITY_TIMEOUT.get().into(),
+        config::SESSION_SINGLE_PER_USER.get().into(),
+    ];
+    PLAN.with(|plan| {
+        let mut plan = plan.borrow_mut();
+        Spi::connect(|client| {
+            if plan.is_none() {
+                use pgrx::pg_sys::BuiltinOid::{BOOLOID, INT4OID, UUIDOID};
+                let types = [UUIDOID.oid(), INT4OID.oid(), INT4OID.oid(), BOOLOID.oid()];
+                *plan = Some(client.prepare(LIVE, &types)?.keep());
+            }
+            let Some(stmt) = plan.as_ref() else {
+                return Ok(false);
+            };
+            client
+                .select(stmt, Some(1), &args)?
+                .first()
+                .get_one::<bool>()
+                .map(|v| v.unwrap_or(false))
+        })
+    })
+    .map_err(AuthError::from)
+}
+
+/// SQL: auth._session_is_live(session_id), for auth.cleanup and tests.
+#[pg_extern(stable, parallel_restricted)]
+fn _session_is_live(session_id: pgrx::Uuid) -> bool {
+    session_is_live(session_id).or_raise()
+}
+
 /// The claims of an access token for `user` in session `session_id`.
 pub fn access_claims(
     user: &Value,
