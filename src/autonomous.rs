@@ -26,6 +26,13 @@ const STATUS_DONE: u32 = 1;
 /// Run `job` in its own committed transaction and wait for it. An Err means the write did
 /// not happen (no worker slot, or the job failed: the server log says why).
 pub fn run(job: &Value, owner: pg_sys::Oid) -> AuthResult<()> {
+    // On a hot standby nothing can be written, and a worker that starts only after
+    // recovery would be waited for until promotion: refuse at once instead.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Err(AuthError::Unexpected(
+            "autonomous write skipped: the server is a read-only standby".into(),
+        ));
+    }
     let payload = job.to_string();
     unsafe {
         let seg = pg_sys::dsm_create(HEADER + payload.len(), 0);

@@ -4,7 +4,9 @@
 //! Every message that reaches a client reads `<code>: <text>`, so the stable code is visible
 //! in psql, in PostgREST's JSON `message`, and in server logs alike.
 
+use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use std::fmt;
 
@@ -21,6 +23,8 @@ pub enum AuthError {
     RefreshTokenNotFound,
     RefreshTokenAlreadyUsed,
     SessionExpired,
+    /// A write attempted on a hot standby.
+    ReadOnly(&'static str),
     /// The caller may not do this (role switch, key material).
     InsufficientPrivilege(String),
     /// Something that should not happen (a broken row, SPI failure): never input-driven.
@@ -41,6 +45,7 @@ impl AuthError {
             AuthError::RefreshTokenAlreadyUsed => "refresh_token_already_used",
             AuthError::SessionExpired => "session_expired",
             AuthError::InsufficientPrivilege(_) => "insufficient_privilege",
+            AuthError::ReadOnly(_) => "read_only",
             AuthError::Unexpected(_) => "unexpected_failure",
         }
     }
@@ -61,6 +66,7 @@ impl AuthError {
                 ERRCODE_INVALID_PARAMETER_VALUE // 22023
             }
             AuthError::InsufficientPrivilege(_) => ERRCODE_INSUFFICIENT_PRIVILEGE, // 42501
+            AuthError::ReadOnly(_) => ERRCODE_READ_ONLY_SQL_TRANSACTION,           // 25006
             AuthError::Unexpected(_) => ERRCODE_INTERNAL_ERROR,                    // XX000
         }
     }
@@ -70,6 +76,9 @@ impl AuthError {
             AuthError::InvalidCredentials => "Invalid login credentials".into(),
             AuthError::UserAlreadyExists => "User already registered".into(),
             AuthError::UserBanned => "User is banned".into(),
+            AuthError::ReadOnly(what) => {
+                format!("{what} writes to the database and cannot run on a read-only standby")
+            }
             AuthError::RefreshTokenNotFound => {
                 "Invalid Refresh Token: Refresh Token Not Found".into()
             }
@@ -93,6 +102,7 @@ impl AuthError {
                 Some("Sign in again to get a new access token.")
             }
             AuthError::UserAlreadyExists => Some("Sign in instead, or use another email."),
+            AuthError::ReadOnly(_) => Some("Send this call to the primary server."),
             _ => None,
         }
     }
@@ -132,6 +142,47 @@ pub fn row<T: Default>(r: Result<T, pgrx::spi::Error>) -> AuthResult<T> {
         Err(pgrx::spi::Error::InvalidPosition) => Ok(T::default()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Refuse a writing call on a hot standby, before any work, with a clear error.
+pub fn require_primary(what: &'static str) -> AuthResult<()> {
+    if unsafe { pgrx::pg_sys::RecoveryInProgress() } {
+        Err(AuthError::ReadOnly(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// Read-only single-row queries. pgrx's `Spi::get_*` helpers run as "mutating" and force a
+/// transaction id, which fails on a hot standby and costs an XID (and commit WAL) per call;
+/// these use a read-only `select`. No row at all is `None`.
+pub fn read_one<A: FromDatum + IntoDatum>(
+    query: &str,
+    args: &[DatumWithOid],
+) -> AuthResult<Option<A>> {
+    row(Spi::connect(|c| {
+        c.select(query, Some(1), args)?.first().get_one::<A>()
+    }))
+}
+
+pub fn read_two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
+    query: &str,
+    args: &[DatumWithOid],
+) -> AuthResult<(Option<A>, Option<B>)> {
+    row(Spi::connect(|c| {
+        c.select(query, Some(1), args)?.first().get_two::<A, B>()
+    }))
+}
+
+pub fn read_three<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum, C: FromDatum + IntoDatum>(
+    query: &str,
+    args: &[DatumWithOid],
+) -> AuthResult<(Option<A>, Option<B>, Option<C>)> {
+    row(Spi::connect(|c| {
+        c.select(query, Some(1), args)?
+            .first()
+            .get_three::<A, B, C>()
+    }))
 }
 
 /// At the SQL boundary: return the value or raise the error.

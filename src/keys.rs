@@ -3,7 +3,7 @@
 //! a relcache invalidation that a trigger on the table sends at every change. A token check
 //! therefore costs no query at all once the backend has its keys.
 
-use crate::error::{row, AuthError, AuthResult};
+use crate::error::{read_two, AuthError, AuthResult};
 use crate::jwt::{Alg, Key};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -76,10 +76,11 @@ pub fn random_token(n: usize) -> AuthResult<String> {
 /// The oid and owner of auth.signing_keys. Names are fully qualified and no operator is
 /// used, so a caller's search_path cannot redirect this query.
 fn key_table() -> AuthResult<(pg_sys::Oid, pg_sys::Oid)> {
-    let found = row(Spi::get_two::<pg_sys::Oid, pg_sys::Oid>(
+    let found = read_two::<pg_sys::Oid, pg_sys::Oid>(
         "select c.oid, c.relowner from pg_catalog.pg_class c \
           where c.oid operator(pg_catalog.=) pg_catalog.to_regclass('auth.signing_keys')::pg_catalog.oid",
-    ))?;
+        &[],
+    )?;
     match found {
         (Some(relid), Some(owner)) => Ok((relid, owner)),
         _ => Err(AuthError::Unexpected("auth.signing_keys is missing".into())),

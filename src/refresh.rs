@@ -15,7 +15,7 @@
 
 use crate::autonomous;
 use crate::config;
-use crate::error::{AuthError, AuthResult, OrRaise};
+use crate::error::{require_primary, AuthError, AuthResult, OrRaise};
 use crate::keys;
 use crate::request;
 use crate::sessions;
@@ -86,6 +86,7 @@ fn revoke_session_autonomously(state: &TokenState, req: &request::RequestInfo) {
 }
 
 fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
+    require_primary("refresh")?;
     let token =
         token.ok_or_else(|| AuthError::ValidationFailed("A refresh token is required".into()))?;
     if token.is_empty() || token.len() > MAX_REFRESH_TOKEN_LEN {

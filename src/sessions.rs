@@ -4,7 +4,7 @@
 //! search_path is pinned by the caller.
 
 use crate::config;
-use crate::error::{row, AuthError, AuthResult, OrRaise};
+use crate::error::{read_one, row, AuthError, AuthResult, OrRaise};
 use crate::jwt;
 use crate::keys;
 use crate::request::RequestInfo;
@@ -32,10 +32,10 @@ pub fn token_hash(token: &str) -> String {
 pub fn user_json(user_id: pgrx::Uuid) -> AuthResult<Value> {
     // As text, parsed here: metadata written straight into the table by an admin may hold
     // what serde cannot read, and that must be an error, not a panic.
-    let text = row(Spi::get_one_with_args::<String>(
+    let text = read_one::<String>(
         "select auth._user_json(u)::pg_catalog.text from auth.users u where u.id = $1",
         &[user_id.into()],
-    ))?
+    )?
     .ok_or_else(|| AuthError::Unexpected("user vanished while signing in".into()))?;
     serde_json::from_str(&text)
         .map_err(|e| AuthError::Unexpected(format!("user row cannot be read as JSON: {e}")))
@@ -228,14 +228,14 @@ pub fn new_refresh_token(
 
 /// The amr claim of a session's tokens: how and when it was authenticated.
 pub fn amr_of(session_id: &str) -> AuthResult<Value> {
-    let text = row(Spi::get_one_with_args::<String>(
+    let text = read_one::<String>(
         "select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object( \
                     'method', c.authentication_method, \
                     'timestamp', pg_catalog.floor(pg_catalog.date_part('epoch', c.created_at))::bigint) \
                   order by c.created_at), '[]')::pg_catalog.text \
            from auth.mfa_amr_claims c where c.session_id = $1::pg_catalog.uuid",
         &[session_id.into()],
-    ))?
+    )?
     .unwrap_or_else(|| "[]".into());
     serde_json::from_str(&text).map_err(|e| AuthError::Unexpected(format!("amr claims: {e}")))
 }

@@ -2,7 +2,7 @@
 //! client without PostgREST) and `auth.sign_jwt` (API keys).
 
 use crate::config;
-use crate::error::{row, AuthError, AuthResult, OrRaise};
+use crate::error::{read_one, AuthError, AuthResult, OrRaise};
 use crate::jwt;
 use crate::keys;
 use crate::sessions::unix_now;
@@ -36,25 +36,28 @@ fn authenticate_impl(token: Option<&str>) -> AuthResult<Map<String, Value>> {
     // Ask first, so a role the connection may not assume is a clean 42501 with our code
     // rather than set_config's own message. Runs with the caller's search_path: every
     // name and the operator are qualified.
-    let allowed = row(Spi::get_one_with_args::<bool>(
+    let allowed = read_one::<bool>(
         "select pg_catalog.pg_has_role(pg_catalog.session_user(), r.oid, 'MEMBER') \
            from pg_catalog.pg_roles r where r.rolname operator(pg_catalog.=) $1",
         &[role.as_str().into()],
-    ))?;
+    )?;
     if allowed != Some(true) {
         return Err(AuthError::InsufficientPrivilege(format!(
             "this connection may not assume the token's role \"{}\"",
             role.chars().take(63).collect::<String>()
         )));
     }
-    Spi::run_with_args(
-        "select pg_catalog.set_config('request.jwt.claims', $1, true), \
-                pg_catalog.set_config('role', $2, true)",
-        &[
-            Value::Object(claims.clone()).to_string().into(),
-            role.into(),
-        ],
-    )?;
+    // A read-only select (set_config is not a write): works on a hot standby too.
+    let claims_text = Value::Object(claims.clone()).to_string();
+    Spi::connect(|c| {
+        c.select(
+            "select pg_catalog.set_config('request.jwt.claims', $1, true), \
+                    pg_catalog.set_config('role', $2, true)",
+            None,
+            &[claims_text.as_str().into(), role.as_str().into()],
+        )
+        .map(|_| ())
+    })?;
     Ok(claims)
 }
 

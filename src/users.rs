@@ -3,7 +3,7 @@
 //! here, so these run with the owner's rights and a pinned search_path.
 
 use crate::config;
-use crate::error::{row, AuthError, AuthResult, OrRaise};
+use crate::error::{read_one, read_three, require_primary, row, AuthError, AuthResult, OrRaise};
 use crate::password::{self, Cost, Verdict};
 use crate::request;
 use crate::sessions;
@@ -121,6 +121,7 @@ fn sign_up_impl(
     password: Option<&str>,
     data: Option<&str>,
 ) -> AuthResult<Value> {
+    require_primary("sign-up")?;
     let email = normalize_email(email)?;
     let password = password_policy(password)?;
     let metadata = parse_metadata(data)?;
@@ -180,6 +181,7 @@ fn audit_failed_sign_in(email: &str, user_id: Option<pgrx::Uuid>, reason: &str) 
 }
 
 fn sign_in_impl(email: Option<&str>, password: Option<&str>) -> AuthResult<Value> {
+    require_primary("sign-in")?;
     let result = sign_in_checked(email, password);
     if let Err(e @ (AuthError::InvalidCredentials | AuthError::UserBanned)) = &result {
         // The same lookup for unknown emails and wrong passwords keeps their timing equal.
@@ -190,10 +192,10 @@ fn sign_in_impl(email: Option<&str>, password: Option<&str>) -> AuthResult<Value
 }
 
 fn user_id_of(email: &str) -> Option<pgrx::Uuid> {
-    row(Spi::get_one_with_args::<pgrx::Uuid>(
+    read_one::<pgrx::Uuid>(
         "select u.id from auth.users u where pg_catalog.lower(u.email) = pg_catalog.lower($1) and u.is_sso_user = false",
         &[email.into()],
-    ))
+    )
     .ok()
     .flatten()
 }
@@ -210,13 +212,13 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
         )));
     }
     let cost = cost();
-    let found = row(Spi::get_three_with_args::<pgrx::Uuid, String, bool>(
+    let found = read_three::<pgrx::Uuid, String, bool>(
         "select u.id, u.encrypted_password, coalesce(u.banned_until > pg_catalog.now(), false) \
            from auth.users u \
           where pg_catalog.lower(u.email) = pg_catalog.lower($1) \
             and u.is_sso_user = false and u.deleted_at is null",
         &[email.as_str().into()],
-    ))?;
+    )?;
     let (user_id, stored, banned) = match found {
         (Some(id), Some(stored), banned) if !stored.is_empty() => {
             (id, stored, banned.unwrap_or(false))

@@ -1,0 +1,89 @@
+"""A streaming hot standby on loopback: token checks and the claim helpers work there;
+calls that write refuse at once with a clear read-only error (and never wait for a
+background worker that cannot start during recovery)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import DB, admin, pg_bindir
+
+
+def as_postgres(*cmd, **kw):
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else ["sudo", "-u", "postgres"]
+    return subprocess.run(prefix + list(cmd), check=True, capture_output=True, text=True, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def standby():
+    bindir = pg_bindir()
+    root = tempfile.mkdtemp(prefix="auth_ext_standby_")
+    shutil.chown(root, "postgres")
+    data = os.path.join(root, "data")
+    env = {**os.environ}
+    as_postgres("env", f"PGPASSWORD={env.get('PGPASSWORD', '')}", f"{bindir}/pg_basebackup",
+                "-h", env.get("PGHOST", "localhost"), "-p", env.get("PGPORT", "5432"), "-U", "postgres",
+                "-D", data, "-R", "-X", "stream", "-c", "fast")
+    port = free_port()
+    as_postgres("sh", "-c", f"printf \"listen_addresses = ''\\nhot_standby = on\\n\" > {data}/postgresql.conf && "
+                            f"printf 'local all all trust\\n' > {data}/pg_hba.conf")
+    as_postgres(f"{bindir}/pg_ctl", "-D", data, "-o", f"-p {port} -k {root}", "-l", f"{root}/log", "start", "-w")
+    try:
+        yield {"host": root, "port": port}
+    finally:
+        as_postgres(f"{bindir}/pg_ctl", "-D", data, "stop", "-m", "fast")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def standby_conn(sb):
+    return psycopg.connect(host=sb["host"], port=sb["port"], user="postgres", dbname=DB, autocommit=True)
+
+
+def wait_for_replay(sb, email):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with standby_conn(sb) as c:
+            if c.execute("select count(*) from auth.users where email = %s", (email,)).fetchone()[0]:
+                return
+        time.sleep(0.1)
+    raise AssertionError("the standby never replayed the sign-up")
+
+
+def test_reads_work_and_writes_refuse_cleanly_on_a_hot_standby(standby):
+    email = f"replica-{uuid.uuid4().hex[:8]}@example.io"
+    with admin() as a:
+        session = a.execute("select auth.sign_up(%s, %s) as s", (email, "replica-password-1")).fetchone()["s"]
+    wait_for_replay(standby, email)
+    with standby_conn(standby) as c:
+        assert c.execute("select pg_is_in_recovery()").fetchone()[0] is True
+        claims = c.execute("select auth.verify_jwt(%s)", (session["access_token"],)).fetchone()[0]
+        assert claims["email"] == email
+        with c.transaction():
+            c.execute("select auth.authenticate(%s)", (session["access_token"],))
+            who, uid = c.execute("select current_user, auth.uid()::text").fetchone()
+            assert (who, uid) == ("authenticated", session["user"]["id"])
+        for sql, args in [
+            ("select auth.sign_in(%s, %s)", (email, "replica-password-1")),
+            ("select auth.sign_in(%s, %s)", (email, "a-wrong-password")),
+            ("select auth.sign_up(%s, %s)", ("new-" + email, "replica-password-1")),
+            ("select auth.refresh(%s)", (session["refresh_token"],)),
+        ]:
+            started = time.time()
+            with pytest.raises(psycopg.Error) as e:
+                c.execute(sql, args)
+            assert e.value.sqlstate == "25006", e.value.diag.message_primary
+            assert e.value.diag.message_primary.startswith("read_only: ")
+            assert time.time() - started < 5
