@@ -87,3 +87,32 @@ def test_reads_work_and_writes_refuse_cleanly_on_a_hot_standby(standby):
             assert e.value.sqlstate == "25006", e.value.diag.message_primary
             assert e.value.diag.message_primary.startswith("read_only: ")
             assert time.time() - started < 5
+
+
+def test_a_key_change_on_the_primary_reaches_a_standby_backend_that_cached_the_old_key(standby, secret):
+    import jwt
+
+    now = int(time.time())
+    old = jwt.encode({"sub": "k", "exp": now + 60}, secret, algorithm="HS256")
+    new_secret = "replica-rotated-" + uuid.uuid4().hex
+    new = jwt.encode({"sub": "k", "exp": now + 60}, new_secret, algorithm="HS256")
+    with standby_conn(standby) as c:
+        assert c.execute("select auth.verify_jwt(%s) ->> 'sub'", (old,)).fetchone()[0] == "k"  # cached
+        try:
+            with admin() as a:
+                a.execute("select auth.set_jwt_secret(%s)", (new_secret,))
+            deadline = time.time() + 30
+            while True:
+                try:
+                    c.execute("select auth.verify_jwt(%s)", (new,))
+                    break
+                except psycopg.Error:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.05)
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("select auth.verify_jwt(%s)", (old,))
+            assert e.value.diag.message_primary == "bad_jwt: invalid signature"
+        finally:
+            with admin() as a:
+                a.execute("select auth.set_jwt_secret(%s)", (secret,))
