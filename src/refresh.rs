@@ -171,7 +171,8 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
     Ok(session)
 }
 
-/// Internal: called by the SECURITY DEFINER wrapper auth.refresh.
+/// Internal: called by the SECURITY DEFINER wrapper auth.refresh, whose search_path is
+/// pinned in sql/finalize.sql.
 #[pg_extern(volatile)]
 fn _refresh(refresh_token: Option<&str>) -> pgrx::JsonB {
     pgrx::JsonB(refresh_impl(refresh_token).or_raise())
