@@ -183,7 +183,7 @@ pub fn parse_uuid(s: &str) -> Option<pgrx::Uuid> {
 }
 
 /// auth.uid(): the `sub` claim as a uuid; NULL when absent, empty or not a uuid.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, support = "_claims_support")]
 fn uid() -> Option<pgrx::Uuid> {
     match legacy(c"request.jwt.claim.sub") {
         Some(sub) => parse_uuid(&sub),
@@ -192,19 +192,19 @@ fn uid() -> Option<pgrx::Uuid> {
 }
 
 /// auth.role(): the `role` claim.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, support = "_claims_support")]
 fn role() -> Option<String> {
     legacy(c"request.jwt.claim.role").or_else(|| with_claims(|p| p.role.clone()))
 }
 
 /// auth.email(): the `email` claim.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, support = "_claims_support")]
 fn email() -> Option<String> {
     legacy(c"request.jwt.claim.email").or_else(|| with_claims(|p| p.email.clone()))
 }
 
 /// auth.jwt(): all the claims as jsonb (the legacy `request.jwt.claim` setting first).
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, support = "_claims_support")]
 fn jwt() -> Option<pgrx::JsonB> {
     if let Some(raw) = setting(c"request.jwt.claim") {
         return match serde_json::from_slice::<Value>(raw) {

@@ -10,6 +10,7 @@ mod error;
 mod jwt;
 mod keys;
 mod password;
+mod planner;
 mod refresh;
 mod request;
 mod sessions;
