@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Builds auth_ext in release mode, starts a throwaway cluster and prints the figures of
-# bench/bench.sql: every ratio is against a baseline measured in the same run.
+# Builds auth_ext in release mode, starts a throwaway cluster, prints the figures of
+# bench/bench.sql (every ratio against a baseline measured in the same run), then the
+# pgbench throughput of sign-in, refresh and an API request at 1, 2, 4 and 8 clients.
+# BENCH_SECONDS sets the length of each pgbench run (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-export PG_CONFIG
+export PG_CONFIG BENCH_SECONDS=${BENCH_SECONDS:-5}
 bash scripts/deps.sh
 log=$(mktemp)
 if ! cargo pgrx install --release --pg-config "$PG_CONFIG" >"$log" 2>&1; then cat "$log"; exit 1; fi
 rm -f "$log"
-pg_virtualenv -t -v 15 psql -X -q -v ON_ERROR_STOP=1 -f bench/bench.sql
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}')"
+pg_virtualenv -t -v 15 bash bench/in-cluster.sh

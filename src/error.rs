@@ -4,9 +4,7 @@
 //! Every message that reaches a client reads `<code>: <text>`, so the stable code is visible
 //! in psql, in PostgREST's JSON `message`, and in server logs alike.
 
-use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::prelude::*;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use std::fmt;
 
@@ -134,16 +132,6 @@ impl From<pgrx::spi::Error> for AuthError {
     }
 }
 
-/// A single-row SPI query: no row at all is `None` (pgrx reports it as `InvalidPosition`),
-/// every other SPI failure is an error.
-pub fn row<T: Default>(r: Result<T, pgrx::spi::Error>) -> AuthResult<T> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(pgrx::spi::Error::InvalidPosition) => Ok(T::default()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Refuse a writing call on a hot standby, before any work, with a clear error.
 pub fn require_primary(what: &'static str) -> AuthResult<()> {
     if unsafe { pgrx::pg_sys::RecoveryInProgress() } {
@@ -151,38 +139,6 @@ pub fn require_primary(what: &'static str) -> AuthResult<()> {
     } else {
         Ok(())
     }
-}
-
-/// Read-only single-row queries. pgrx's `Spi::get_*` helpers run as "mutating" and force a
-/// transaction id, which fails on a hot standby and costs an XID (and commit WAL) per call;
-/// these use a read-only `select`. No row at all is `None`.
-pub fn read_one<A: FromDatum + IntoDatum>(
-    query: &str,
-    args: &[DatumWithOid],
-) -> AuthResult<Option<A>> {
-    row(Spi::connect(|c| {
-        c.select(query, Some(1), args)?.first().get_one::<A>()
-    }))
-}
-
-pub fn read_two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
-    query: &str,
-    args: &[DatumWithOid],
-) -> AuthResult<(Option<A>, Option<B>)> {
-    row(Spi::connect(|c| {
-        c.select(query, Some(1), args)?.first().get_two::<A, B>()
-    }))
-}
-
-pub fn read_three<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum, C: FromDatum + IntoDatum>(
-    query: &str,
-    args: &[DatumWithOid],
-) -> AuthResult<(Option<A>, Option<B>, Option<C>)> {
-    row(Spi::connect(|c| {
-        c.select(query, Some(1), args)?
-            .first()
-            .get_three::<A, B, C>()
-    }))
 }
 
 /// At the SQL boundary: return the value or raise the error.

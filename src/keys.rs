@@ -3,7 +3,8 @@
 //! a relcache invalidation that a trigger on the table sends at every change. A token check
 //! therefore costs no query at all once the backend has its keys.
 
-use crate::error::{read_two, AuthError, AuthResult};
+use crate::db::read_two;
+use crate::error::{AuthError, AuthResult};
 use crate::jwt::{Alg, Key};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

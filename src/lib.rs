@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 mod autonomous;
 mod claims;
 mod config;
+mod db;
 mod error;
 mod jwt;
 mod keys;

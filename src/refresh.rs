@@ -15,6 +15,7 @@
 
 use crate::autonomous;
 use crate::config;
+use crate::db;
 use crate::error::{require_primary, AuthError, AuthResult, OrRaise};
 use crate::keys;
 use crate::request;
@@ -37,30 +38,25 @@ struct TokenState {
 
 fn token_state(hash: &str) -> AuthResult<Option<TokenState>> {
     let interval = config::REFRESH_REUSE_INTERVAL.get();
-    Spi::connect(|client| {
-        let rows = client.select(
-            "select t.session_id::pg_catalog.text, t.user_id::pg_catalog.text, coalesce(t.revoked, false), \
+    db::read_row(
+        "select t.session_id::pg_catalog.text, t.user_id::pg_catalog.text, coalesce(t.revoked, false), \
                     coalesce(t.revoked, false) \
                       and t.updated_at < pg_catalog.now() - pg_catalog.make_interval(secs => $2), \
                     coalesce(s.not_after <= pg_catalog.now(), false) \
                from auth.refresh_tokens t left join auth.sessions s on s.id = t.session_id \
               where t.token = $1",
-            Some(1),
-            &[hash.into(), interval.into()],
-        )?;
-        let mut out = None;
-        for r in rows {
-            out = Some(TokenState {
+        &[hash.into(), interval.into()],
+        |t| {
+            let r = t.first();
+            Ok(Some(TokenState {
                 session_id: r.get(1)?,
                 user_id: r.get(2)?,
                 revoked: r.get(3)?.unwrap_or(false),
                 stale: r.get(4)?.unwrap_or(false),
                 session_ended: r.get(5)?.unwrap_or(false),
-            });
-        }
-        Ok::<_, pgrx::spi::Error>(out)
-    })
-    .map_err(AuthError::from)
+            }))
+        },
+    )
 }
 
 /// Revoke the session in a transaction of its own, with an audit entry, so that both stay
@@ -108,28 +104,24 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
     }
 
     // Serialise with every other refresh of this session.
-    let locked = Spi::connect_mut(|client| {
-        let rows = client.update(
-            "select s.user_id, s.id, \
+    let locked = db::write_row(
+        "select s.user_id, s.id, \
                     coalesce(u.banned_until > pg_catalog.now(), false), \
                     (select t.revoked from auth.refresh_tokens t where t.token = $2) \
                from auth.sessions s join auth.users u on u.id = s.user_id \
               where s.id = $1::pg_catalog.uuid \
                 for update of s",
-            Some(1),
-            &[session_id.as_str().into(), hash.as_str().into()],
-        )?;
-        let mut out = None;
-        for r in rows {
-            out = Some((
+        &[session_id.as_str().into(), hash.as_str().into()],
+        |t| {
+            let r = t.first();
+            Ok(Some((
                 r.get::<pgrx::Uuid>(1)?,
                 r.get::<pgrx::Uuid>(2)?,
                 r.get::<bool>(3)?.unwrap_or(false),
                 r.get::<bool>(4)?,
-            ));
-        }
-        Ok::<_, pgrx::spi::Error>(out)
-    })?;
+            )))
+        },
+    )?;
     // The session or the token vanished meanwhile (signed out, cleaned up).
     let Some((Some(user_id), Some(locked_id), banned, Some(revoked_now))) = locked else {
         return Err(AuthError::RefreshTokenNotFound);
@@ -141,7 +133,7 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
         return Err(AuthError::UserBanned);
     }
     if !revoked_now {
-        Spi::run_with_args(
+        db::exec(
             "update auth.refresh_tokens set revoked = true, updated_at = pg_catalog.now() where token = $1",
             &[hash.as_str().into()],
         )?;
@@ -149,7 +141,7 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
     // Either the rotation's successor, or (a rotated token inside the reuse interval) a
     // sibling: both are children of the presented token.
     let new_token = sessions::new_refresh_token(user_id, &session_id, Some(&hash))?;
-    Spi::run_with_args(
+    db::exec(
         "update auth.sessions \
             set refreshed_at = pg_catalog.now() at time zone 'UTC', updated_at = pg_catalog.now(), \
                 user_agent = coalesce($2, user_agent), ip = coalesce($3::pg_catalog.inet, ip) \

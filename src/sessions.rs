@@ -4,7 +4,8 @@
 //! search_path is pinned by the caller.
 
 use crate::config;
-use crate::error::{read_one, row, AuthError, AuthResult, OrRaise};
+use crate::db;
+use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::jwt;
 use crate::keys;
 use crate::request::RequestInfo;
@@ -32,7 +33,7 @@ pub fn token_hash(token: &str) -> String {
 pub fn user_json(user_id: pgrx::Uuid) -> AuthResult<Value> {
     // As text, parsed here: metadata written straight into the table by an admin may hold
     // what serde cannot read, and that must be an error, not a panic.
-    let text = read_one::<String>(
+    let text = db::read_one::<String>(
         "select auth._user_json(u)::pg_catalog.text from auth.users u where u.id = $1",
         &[user_id.into()],
     )?
@@ -65,7 +66,7 @@ pub fn audit_entry(
 
 /// Append an audit entry in the current transaction.
 pub fn write_audit(entry: &Value) -> AuthResult<()> {
-    Spi::run_with_args(
+    db::exec(
         "insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address) \
          values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), $1::pg_catalog.json, pg_catalog.now(), $2)",
         &[entry["payload"].to_string().into(), entry["ip"].as_str().unwrap_or("").into()],
@@ -94,14 +95,9 @@ fn _audit(action: &str, actor_id: pgrx::Uuid, traits: pgrx::JsonB) {
 /// Whether a session may still be used: not ended (not_after), inside the timebox, not idle
 /// past the inactivity timeout, and the user's newest when sessions are single per user.
 /// The one definition of liveness, used by auth.refresh, auth.cleanup and
-/// auth.session_check. A kept plan with every name and operator qualified: it runs under
-/// the caller's search_path when called for the RLS check.
+/// auth.session_check. Every name and operator is qualified: it runs under the caller's
+/// search_path when called for the RLS check.
 pub fn session_is_live(session_id: pgrx::Uuid) -> AuthResult<bool> {
-    use pgrx::spi::OwnedPreparedStatement;
-    use std::cell::RefCell;
-    thread_local! {
-        static PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
-    }
     const LIVE: &str = "select coalesce(( \
         select (s.not_after is null or s.not_after operator(pg_catalog.>) pg_catalog.now()) \
            and ($2 operator(pg_catalog.=) 0 \
@@ -124,25 +120,7 @@ pub fn session_is_live(session_id: pgrx::Uuid) -> AuthResult<bool> {
         config::SESSION_INACTIVITY_TIMEOUT.get().into(),
         config::SESSION_SINGLE_PER_USER.get().into(),
     ];
-    PLAN.with(|plan| {
-        let mut plan = plan.borrow_mut();
-        Spi::connect(|client| {
-            if plan.is_none() {
-                use pgrx::pg_sys::BuiltinOid::{BOOLOID, INT4OID, UUIDOID};
-                let types = [UUIDOID.oid(), INT4OID.oid(), INT4OID.oid(), BOOLOID.oid()];
-                *plan = Some(client.prepare(LIVE, &types)?.keep());
-            }
-            let Some(stmt) = plan.as_ref() else {
-                return Ok(false);
-            };
-            client
-                .select(stmt, Some(1), &args)?
-                .first()
-                .get_one::<bool>()
-                .map(|v| v.unwrap_or(false))
-        })
-    })
-    .map_err(AuthError::from)
+    Ok(db::read_one::<bool>(LIVE, &args)?.unwrap_or(false))
 }
 
 /// SQL: auth._session_is_live(session_id), for auth.cleanup and tests.
@@ -183,7 +161,7 @@ pub fn access_claims(
 
 /// Start a session for `user_id` and return GoTrue's session object.
 pub fn start(user_id: pgrx::Uuid, method: &str, req: &RequestInfo) -> AuthResult<Value> {
-    let session_id = row(Spi::get_one_with_args::<pgrx::Uuid>(
+    let session_id = db::write_one::<pgrx::Uuid>(
         "insert into auth.sessions (id, user_id, created_at, updated_at, aal, user_agent, ip) \
          values (pg_catalog.gen_random_uuid(), $1, pg_catalog.now(), pg_catalog.now(), 'aal1', $2, $3::pg_catalog.inet) \
          returning id",
@@ -192,10 +170,10 @@ pub fn start(user_id: pgrx::Uuid, method: &str, req: &RequestInfo) -> AuthResult
             req.user_agent.clone().into(),
             req.ip.map(|i| i.to_string()).into(),
         ],
-    ))?
+    )?
     .ok_or_else(|| AuthError::Unexpected("session insert returned nothing".into()))?
     .to_string();
-    Spi::run_with_args(
+    db::exec(
         "insert into auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method, id) \
          values ($1::pg_catalog.uuid, pg_catalog.now(), pg_catalog.now(), $2, pg_catalog.gen_random_uuid())",
         &[session_id.as_str().into(), method.into()],
@@ -213,7 +191,7 @@ pub fn new_refresh_token(
     parent: Option<&str>,
 ) -> AuthResult<String> {
     let token = keys::random_token(24)?;
-    Spi::run_with_args(
+    db::exec(
         "insert into auth.refresh_tokens (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id) \
          values ('00000000-0000-0000-0000-000000000000', $1, $2, false, pg_catalog.now(), pg_catalog.now(), $3, $4::pg_catalog.uuid)",
         &[
@@ -228,7 +206,7 @@ pub fn new_refresh_token(
 
 /// The amr claim of a session's tokens: how and when it was authenticated.
 pub fn amr_of(session_id: &str) -> AuthResult<Value> {
-    let text = read_one::<String>(
+    let text = db::read_one::<String>(
         "select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object( \
                     'method', c.authentication_method, \
                     'timestamp', pg_catalog.floor(pg_catalog.date_part('epoch', c.created_at))::bigint) \

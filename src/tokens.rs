@@ -2,7 +2,8 @@
 //! client without PostgREST) and `auth.sign_jwt` (API keys).
 
 use crate::config;
-use crate::error::{read_one, AuthError, AuthResult, OrRaise};
+use crate::db::read_one;
+use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::jwt;
 use crate::keys;
 use crate::sessions::unix_now;

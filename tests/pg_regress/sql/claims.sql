@@ -63,3 +63,52 @@ select auth.uid() as after_commit, auth.jwt() as jwt_after_commit;
 select proname, provolatile, proparallel, prosecdef
   from pg_proc where pronamespace = 'auth'::regnamespace and proname in ('uid', 'role', 'email', 'jwt')
  order by proname;
+
+-- A new transaction with a new value: seen at once (the cache compares the value itself).
+begin;
+select set_config('request.jwt.claims', '{"sub": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}', true) is not null as claims_set;
+select auth.uid() as first_transaction;
+commit;
+begin;
+select set_config('request.jwt.claims', '{"sub": "b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a22"}', true) is not null as claims_set;
+select auth.uid() as second_transaction;
+commit;
+-- A session-level value outlives transactions until changed.
+set request.jwt.claims = '{"sub": "c0eebc99-9c0b-4ef8-bb6d-6bb9bd380a33", "role": "authenticated"}';
+select auth.uid() as session_level;
+begin;
+select auth.uid() as still_session_level;
+set local request.jwt.claims = '{"sub": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}';
+select auth.uid() as local_override;
+commit;
+select auth.uid() as back_to_session_level;
+reset request.jwt.claims;
+
+-- SET ROLE changes between requests: each request's claims, whatever the role switches.
+begin;
+set local role authenticated;
+select set_config('request.jwt.claims', '{"sub": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "role": "authenticated"}', true) is not null as claims_set;
+select current_user, auth.uid(), auth.role();
+reset role;
+set local role anon;
+select set_config('request.jwt.claims', '{"role": "anon"}', true) is not null as claims_set;
+select current_user, auth.uid(), auth.role();
+reset role;
+set local role service_role;
+select current_user, auth.uid(), auth.role();
+commit;
+
+-- Parallel workers read the leader's claims.
+begin;
+create table parallel_items as
+select g as id, ('00000000-0000-4000-8000-00000000000' || (g % 4))::uuid as user_id
+  from generate_series(1, 20000) g;
+analyze parallel_items;
+set local parallel_setup_cost = 0;
+set local parallel_tuple_cost = 0;
+set local min_parallel_table_scan_size = 0;
+set local max_parallel_workers_per_gather = 2;
+select set_config('request.jwt.claims', '{"sub": "00000000-0000-4000-8000-000000000003"}', true) is not null as claims_set;
+select count(*) as parallel_count from parallel_items where user_id = auth.uid();
+select count(*) filter (where user_id = auth.uid()) as parallel_filter from parallel_items;
+rollback;

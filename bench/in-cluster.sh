@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Inside pg_virtualenv: the SQL figures, then pgbench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bindir=$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
+createdb auth_bench
+export PGDATABASE=auth_bench
+psql -X -q -v ON_ERROR_STOP=1 -f bench/bench.sql
+psql -X -q -v ON_ERROR_STOP=1 -f bench/pgbench/setup.sql >/dev/null
+echo "== 5. Concurrent throughput (pgbench -M prepared, ${BENCH_SECONDS}s per run)"
+printf '%-10s %8s %10s %14s\n' workload clients tps latency_ms
+for w in sign_in refresh request; do
+  for c in 1 2 4 8; do
+    out=$("$bindir/pgbench" -n -M prepared -T "$BENCH_SECONDS" -c "$c" -j "$c" -f "bench/pgbench/$w.sql" 2>&1)
+    tps=$(echo "$out" | awk '/^tps/ {print $3; exit}')
+    lat=$(echo "$out" | awk '/latency average/ {print $4; exit}')
+    failed=$(echo "$out" | awk '/number of failed transactions/ {print $5; exit}')
+    printf '%-10s %8s %10.0f %14s%s\n' "$w" "$c" "$tps" "$lat" "${failed:+  (failed: $failed)}"
+  done
+done

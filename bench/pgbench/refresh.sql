@@ -1,0 +1,1 @@
+select bench_refresh(:client_id);
