@@ -1,16 +1,16 @@
 -- auth_ext: SQL glue, the initial key, and privileges. Runs after every Rust function exists.
 
 -- Timestamps in user objects are UTC RFC 3339, as GoTrue writes them, whatever the
--- session's TimeZone.
+-- session's TimeZone. SQL-standard bodies (RETURN, BEGIN ATOMIC) are resolved when they
+-- are created, so no caller's search_path can reach them, and without a SET clause the
+-- planner can inline them into the statements that use them.
 create function auth._iso(t timestamptz) returns text
 language sql immutable parallel safe
-set search_path = pg_catalog, pg_temp
 return pg_catalog.to_char(t at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
 
 -- The `user` object of a GoTrue session, built from one row.
 create function auth._user_json(u auth.users) returns jsonb
 language sql stable parallel safe
-set search_path = pg_catalog, pg_temp
 begin atomic
   select pg_catalog.jsonb_build_object(
     'id', u.id,
@@ -120,10 +120,6 @@ return auth._sign_up(email, password, data::text);
 comment on function auth.sign_up(text, text, jsonb) is
   'Create a user with email and password; returns a session object like GoTrue''s /signup.';
 
-create function auth.sign_in(email text, password text) returns jsonb
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-return auth._sign_in(email, password);
 comment on function auth.sign_in(text, text) is
   'Password sign-in; returns a session object like GoTrue''s /token?grant_type=password.';
 
@@ -168,10 +164,6 @@ begin
 end
 $$;
 
-create function auth.refresh(refresh_token text) returns jsonb
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-return auth._refresh(refresh_token);
 comment on function auth.refresh(text) is
   'Exchange a refresh token for a new session object (rotation with reuse detection).';
 

@@ -124,6 +124,14 @@ pub fn write_one<A: FromDatum + IntoDatum>(
     first_row(write_with(query, args, |t| t.first().get_one::<A>()))
 }
 
+/// A writing statement's first returned row, first two columns.
+pub fn write_two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
+    query: &'static str,
+    args: &[DatumWithOid],
+) -> AuthResult<(Option<A>, Option<B>)> {
+    first_row(write_with(query, args, |t| t.first().get_two::<A, B>()))
+}
+
 /// A writing statement, its result ignored.
 pub fn exec(query: &'static str, args: &[DatumWithOid]) -> AuthResult<()> {
     write_with(query, args, |_| Ok(())).map_err(AuthError::from)

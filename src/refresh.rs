@@ -163,9 +163,10 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
     Ok(session)
 }
 
-/// Internal: called by the SECURITY DEFINER wrapper auth.refresh, whose search_path is
-/// pinned in sql/finalize.sql.
-#[pg_extern(volatile)]
-fn _refresh(refresh_token: Option<&str>) -> pgrx::JsonB {
+/// auth.refresh(refresh_token). SECURITY DEFINER (the tokens are owner-only) with
+/// search_path pinned to pg_catalog, pg_temp; every query qualifies its names.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn refresh(refresh_token: Option<&str>) -> pgrx::JsonB {
     pgrx::JsonB(refresh_impl(refresh_token).or_raise())
 }

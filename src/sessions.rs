@@ -161,26 +161,38 @@ pub fn access_claims(
 
 /// Start a session for `user_id` and return GoTrue's session object.
 pub fn start(user_id: pgrx::Uuid, method: &str, req: &RequestInfo) -> AuthResult<Value> {
-    let session_id = db::write_one::<pgrx::Uuid>(
-        "insert into auth.sessions (id, user_id, created_at, updated_at, aal, user_agent, ip) \
-         values (pg_catalog.gen_random_uuid(), $1, pg_catalog.now(), pg_catalog.now(), 'aal1', $2, $3::pg_catalog.inet) \
-         returning id",
+    // One statement for the session, its amr entry and its first refresh token (192
+    // random bits, stored as a hash); the amr timestamp comes back with it.
+    let refresh_token = keys::random_token(24)?;
+    let (session_id, amr_time) = db::write_two::<String, i64>(
+        "with s as ( \
+             insert into auth.sessions (id, user_id, created_at, updated_at, aal, user_agent, ip) \
+             values (pg_catalog.gen_random_uuid(), $1, pg_catalog.now(), pg_catalog.now(), 'aal1', $2, $3::pg_catalog.inet) \
+             returning id, created_at), \
+         a as ( \
+             insert into auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method, id) \
+             select s.id, s.created_at, s.created_at, $4, pg_catalog.gen_random_uuid() from s), \
+         t as ( \
+             insert into auth.refresh_tokens (instance_id, token, user_id, revoked, created_at, updated_at, session_id) \
+             select '00000000-0000-0000-0000-000000000000', $5, $1::pg_catalog.text, false, pg_catalog.now(), pg_catalog.now(), s.id \
+               from s) \
+         select s.id::pg_catalog.text, pg_catalog.floor(pg_catalog.date_part('epoch', s.created_at))::bigint from s",
         &[
             user_id.into(),
             req.user_agent.clone().into(),
             req.ip.map(|i| i.to_string()).into(),
+            method.into(),
+            token_hash(&refresh_token).into(),
         ],
-    )?
-    .ok_or_else(|| AuthError::Unexpected("session insert returned nothing".into()))?
-    .to_string();
-    db::exec(
-        "insert into auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method, id) \
-         values ($1::pg_catalog.uuid, pg_catalog.now(), pg_catalog.now(), $2, pg_catalog.gen_random_uuid())",
-        &[session_id.as_str().into(), method.into()],
     )?;
-    let refresh_token = new_refresh_token(user_id, &session_id, None)?;
-    // From the stored claim, so sign-in and every later refresh carry the same amr.
-    issue(user_id, &session_id, amr_of(&session_id)?, refresh_token)
+    let (Some(session_id), Some(amr_time)) = (session_id, amr_time) else {
+        return Err(AuthError::Unexpected(
+            "session insert returned nothing".into(),
+        ));
+    };
+    // The same value auth.mfa_amr_claims now holds, which every refresh reads back.
+    let amr = json!([{ "method": method, "timestamp": amr_time }]);
+    issue(user_id, &session_id, amr, refresh_token)
 }
 
 /// A new refresh token for the session: 192 random bits, of which only the SHA-256 is

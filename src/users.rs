@@ -1,6 +1,7 @@
-//! Sign-up and sign-in with email and password. The SQL entry points `auth.sign_up` and
-//! `auth.sign_in` are SECURITY DEFINER wrappers (sql/finalize.sql) around the functions
-//! here, so these run with the owner's rights and a pinned search_path.
+//! Sign-up and sign-in with email and password. Both run with the owner's rights and
+//! search_path pinned to pg_catalog, pg_temp: auth.sign_in is itself SECURITY DEFINER;
+//! auth.sign_up is a SECURITY DEFINER SQL wrapper (sql/finalize.sql) so that its jsonb
+//! argument reaches Rust as text and is parsed with our own errors.
 
 use crate::config;
 use crate::db;
@@ -246,11 +247,8 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
         )?;
     }
     db::exec(
-        "update auth.users set last_sign_in_at = pg_catalog.now() where id = $1",
-        &[user_id.into()],
-    )?;
-    db::exec(
-        "update auth.identities set last_sign_in_at = pg_catalog.now() \
+        "with u as (update auth.users set last_sign_in_at = pg_catalog.now() where id = $1) \
+         update auth.identities set last_sign_in_at = pg_catalog.now() \
           where user_id = $1 and provider = 'email'",
         &[user_id.into()],
     )?;
@@ -270,9 +268,11 @@ fn _sign_up(email: Option<&str>, password: Option<&str>, data: Option<&str>) -> 
     pgrx::JsonB(sign_up_impl(email, password, data).or_raise())
 }
 
-/// Internal: called by the SECURITY DEFINER wrapper auth.sign_in.
-#[pg_extern(volatile)]
-fn _sign_in(email: Option<&str>, password: Option<&str>) -> pgrx::JsonB {
+/// auth.sign_in(email, password). SECURITY DEFINER (anon may sign in without any right on
+/// auth.*) with search_path pinned to pg_catalog, pg_temp; every query qualifies its names.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn sign_in(email: Option<&str>, password: Option<&str>) -> pgrx::JsonB {
     pgrx::JsonB(sign_in_impl(email, password).or_raise())
 }
 
