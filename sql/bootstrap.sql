@@ -158,6 +158,16 @@ create table auth.audit_log_entries (
 comment on table auth.audit_log_entries is 'Auth: Audit trail for user actions.';
 create index audit_logs_instance_id_idx on auth.audit_log_entries (instance_id);
 
+-- Failed sign-ins per account ('email:<address>') and per client IP ('ip:<address>'),
+-- counted in fixed windows for the brute-force lockout. Written by autonomous
+-- transactions (a failed sign-in raises, which would roll back an ordinary write).
+create table auth.sign_in_failures (
+  key text not null primary key,
+  window_start timestamptz not null,
+  failures integer not null
+);
+comment on table auth.sign_in_failures is 'auth_ext: failed sign-in counters for the lockout. Owner only.';
+
 -- Key material. Readable by the extension owner alone; functions that need a key read it
 -- with the owner's rights from Rust (see src/keys.rs).
 create table auth.signing_keys (

@@ -155,6 +155,16 @@ begin
        set revoked = true, updated_at = pg_catalog.now()
      where session_id = (job ->> 'revoke_session')::uuid and not revoked;
   end if;
+  if job ? 'count_failures' then
+    insert into auth.sign_in_failures as f (key, window_start, failures)
+    select k, pg_catalog.now(), 1
+      from pg_catalog.jsonb_array_elements_text(job -> 'count_failures' -> 'keys') k
+    on conflict (key) do update
+       set failures = case when f.window_start > pg_catalog.now() - (job -> 'count_failures' ->> 'window')::pg_catalog.interval
+                           then f.failures + 1 else 1 end,
+           window_start = case when f.window_start > pg_catalog.now() - (job -> 'count_failures' ->> 'window')::pg_catalog.interval
+                               then f.window_start else pg_catalog.now() end;
+  end if;
   if job ? 'audit' then
     insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address)
     values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(),
@@ -234,6 +244,8 @@ begin
                    limit batch_size
                    for update skip locked);
   get diagnostics n_tokens = row_count;
+  delete from auth.sign_in_failures f
+   where f.window_start < pg_catalog.now() - auth._seconds('auth.lockout_window');
   return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens);
 end
 $$;

@@ -21,6 +21,9 @@ pub static SESSION_INACTIVITY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(
 pub static SESSION_SINGLE_PER_USER: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static SESSION_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static REVOKED_TOKEN_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(86400);
+pub static LOCKOUT_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static LOCKOUT_IP_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static LOCKOUT_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(900);
 pub static ARGON2_ITERATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 fn int(
@@ -155,6 +158,30 @@ pub fn register() {
         c"When set, verified tokens must carry this audience in aud.",
         c"Empty means the audience is not checked (PostgREST's jwt-aud).",
         &JWT_AUD,
+    );
+    int(
+        c"auth.lockout_max_failures",
+        c"Failed sign-ins per account within auth.lockout_window before it is locked; 0 disables.",
+        c"A locked account gets over_request_rate_limit, even with the right password, until the window passes.",
+        &LOCKOUT_MAX_FAILURES,
+        (0, 1_000_000),
+        plain(),
+    );
+    int(
+        c"auth.lockout_ip_max_failures",
+        c"Failed sign-ins per client IP within auth.lockout_window before it is locked; 0 disables.",
+        c"The IP comes from x-forwarded-for or x-real-ip in PostgREST's request.headers.",
+        &LOCKOUT_IP_MAX_FAILURES,
+        (0, 1_000_000),
+        plain(),
+    );
+    int(
+        c"auth.lockout_window",
+        c"Length of the window in which failed sign-ins are counted.",
+        c"Counting starts at the first failure; the count resets when the window has passed.",
+        &LOCKOUT_WINDOW,
+        (1, 7 * 24 * 3600),
+        secs,
     );
     int(
         c"auth.password_min_length",

@@ -21,6 +21,8 @@ pub enum AuthError {
     RefreshTokenNotFound,
     RefreshTokenAlreadyUsed,
     SessionExpired,
+    /// Too many failed sign-ins for the account or the client IP.
+    OverRequestRateLimit,
     /// A write attempted on a hot standby.
     ReadOnly(&'static str),
     /// The caller may not do this (role switch, key material).
@@ -44,6 +46,7 @@ impl AuthError {
             AuthError::SessionExpired => "session_expired",
             AuthError::InsufficientPrivilege(_) => "insufficient_privilege",
             AuthError::ReadOnly(_) => "read_only",
+            AuthError::OverRequestRateLimit => "over_request_rate_limit",
             AuthError::Unexpected(_) => "unexpected_failure",
         }
     }
@@ -65,6 +68,7 @@ impl AuthError {
             }
             AuthError::InsufficientPrivilege(_) => ERRCODE_INSUFFICIENT_PRIVILEGE, // 42501
             AuthError::ReadOnly(_) => ERRCODE_READ_ONLY_SQL_TRANSACTION,           // 25006
+            AuthError::OverRequestRateLimit => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, // 53400
             AuthError::Unexpected(_) => ERRCODE_INTERNAL_ERROR,                    // XX000
         }
     }
@@ -74,6 +78,9 @@ impl AuthError {
             AuthError::InvalidCredentials => "Invalid login credentials".into(),
             AuthError::UserAlreadyExists => "User already registered".into(),
             AuthError::UserBanned => "User is banned".into(),
+            AuthError::OverRequestRateLimit => {
+                "Too many failed sign-in attempts; try again later".into()
+            }
             AuthError::ReadOnly(what) => {
                 format!("{what} writes to the database and cannot run on a read-only standby")
             }

@@ -166,17 +166,67 @@ fn sign_up_impl(
 }
 
 /// Audit a failed sign-in in a transaction of its own: the error that follows aborts ours.
+/// The lockout counters a failed sign-in from `req` for `email` adds to.
+fn lockout_keys(email: &str, req: &request::RequestInfo) -> Vec<String> {
+    let mut keys = vec![format!("email:{email}")];
+    if let Some(ip) = req.ip {
+        keys.push(format!("ip:{ip}"));
+    }
+    keys
+}
+
+/// Refuse at once, before any password work, when the account or the client IP has failed
+/// too often within the window: even the right password then gets over_request_rate_limit.
+fn check_lockout(email: &str, req: &request::RequestInfo) -> AuthResult<()> {
+    let per_account = config::LOCKOUT_MAX_FAILURES.get();
+    let per_ip = config::LOCKOUT_IP_MAX_FAILURES.get();
+    if per_account == 0 && per_ip == 0 {
+        return Ok(());
+    }
+    let ip_key = req.ip.map(|ip| format!("ip:{ip}"));
+    let locked = db::read_one::<bool>(
+        "select coalesce(bool_or( \
+                  (f.key operator(pg_catalog.=) $1 and $3 operator(pg_catalog.>) 0 and f.failures operator(pg_catalog.>=) $3) \
+               or (f.key operator(pg_catalog.=) $2 and $4 operator(pg_catalog.>) 0 and f.failures operator(pg_catalog.>=) $4)), false) \
+           from auth.sign_in_failures f \
+          where f.key operator(pg_catalog.=) any (array[$1, $2]) \
+            and f.window_start operator(pg_catalog.>) \
+                (pg_catalog.now() operator(pg_catalog.-) pg_catalog.make_interval(0, 0, 0, 0, 0, 0, $5))",
+        &[
+            format!("email:{email}").into(),
+            ip_key.into(),
+            per_account.into(),
+            per_ip.into(),
+            config::LOCKOUT_WINDOW.get().into(),
+        ],
+    )?;
+    if locked == Some(true) {
+        Err(AuthError::OverRequestRateLimit)
+    } else {
+        Ok(())
+    }
+}
+
 fn audit_failed_sign_in(email: &str, user_id: Option<pgrx::Uuid>, reason: &str) {
     let id = user_id.map(|u| u.to_string());
+    let req = request::current();
     let entry = sessions::audit_entry(
         "login_failed",
         id.as_deref(),
         Some(email),
-        &request::current(),
+        &req,
         json!({"provider": "email", "reason": reason}),
     );
-    let written = crate::keys::extension_owner()
-        .and_then(|owner| crate::autonomous::run(&json!({"audit": entry}), owner));
+    // The audit entry and the lockout counters, committed although the sign-in fails.
+    let job = json!({
+        "audit": entry,
+        "count_failures": {
+            "keys": lockout_keys(email, &req),
+            "window": format!("{} seconds", config::LOCKOUT_WINDOW.get()),
+        },
+    });
+    let written =
+        crate::keys::extension_owner().and_then(|owner| crate::autonomous::run(&job, owner));
     if let Err(e) = written {
         pgrx::warning!("auth_ext: could not audit a failed sign-in: {e}");
     }
@@ -204,6 +254,7 @@ fn user_id_of(email: &str) -> Option<pgrx::Uuid> {
 
 fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Value> {
     let email = normalize_email(email)?;
+    check_lockout(&email, &request::current())?;
     let password =
         password.ok_or_else(|| AuthError::ValidationFailed("A password is required".into()))?;
     let max = config::PASSWORD_MAX_LENGTH.get().max(0) as usize;
@@ -247,10 +298,11 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
         )?;
     }
     db::exec(
-        "with u as (update auth.users set last_sign_in_at = pg_catalog.now() where id = $1) \
+        "with u as (update auth.users set last_sign_in_at = pg_catalog.now() where id = $1), \
+              f as (delete from auth.sign_in_failures where key = $2) \
          update auth.identities set last_sign_in_at = pg_catalog.now() \
           where user_id = $1 and provider = 'email'",
-        &[user_id.into()],
+        &[user_id.into(), format!("email:{email}").into()],
     )?;
     password_session(user_id, "login")
 }
