@@ -459,4 +459,100 @@ mod tests {
             Err(JwtError::NoKey)
         );
     }
+
+    /// xorshift64: a deterministic stream for the mutation tests.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn mutated_and_random_tokens_never_verify_and_never_panic() {
+        let k = key("a-string-secret-at-least-32-chars-long!!");
+        let p = VerifyPolicy {
+            leeway: 30,
+            audience: Some("authenticated".into()),
+            issuer: None,
+        };
+        let base = sign(
+            &claims(
+                json!({"sub": "u1", "aud": "authenticated", "exp": NOW + 60, "role": "authenticated"}),
+            ),
+            &k,
+        );
+        assert!(verify(&base, std::slice::from_ref(&k), NOW, &p).is_ok());
+        let alphabet =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ {}\":,\x00\xff";
+        let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+        for round in 0..100_000 {
+            let mut t: Vec<u8> = if round % 10 == 0 {
+                // Random bytes of random length.
+                let len = (next(&mut rng) % 200) as usize;
+                (0..len)
+                    .map(|_| alphabet[(next(&mut rng) % alphabet.len() as u64) as usize])
+                    .collect()
+            } else {
+                base.as_bytes().to_vec()
+            };
+            for _ in 0..=(next(&mut rng) % 4) {
+                if t.is_empty() {
+                    break;
+                }
+                let at = (next(&mut rng) % t.len() as u64) as usize;
+                let c = alphabet[(next(&mut rng) % alphabet.len() as u64) as usize];
+                match next(&mut rng) % 4 {
+                    0 => t[at] = c,
+                    1 => {
+                        t.remove(at);
+                    }
+                    2 => t.insert(at, c),
+                    _ => t.truncate(at),
+                }
+            }
+            let token = String::from_utf8_lossy(&t).into_owned();
+            let result =
+                std::panic::catch_unwind(|| verify(&token, std::slice::from_ref(&k), NOW, &p));
+            let result = result.unwrap_or_else(|_| panic!("verify panicked on {token:?}"));
+            if token != base {
+                assert!(result.is_err(), "a mutated token verified: {token:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn well_signed_tokens_with_odd_claims_never_panic() {
+        let k = key("a-string-secret-at-least-32-chars-long!!");
+        let p = VerifyPolicy {
+            leeway: 30,
+            audience: Some("a".into()),
+            issuer: Some("i".into()),
+        };
+        let odd = [
+            json!(null),
+            json!(true),
+            json!(-1),
+            json!(1e308),
+            json!(-1e308),
+            json!("1700000000"),
+            json!([]),
+            json!({}),
+            json!([1, "a", null]),
+            json!(u64::MAX),
+            json!(i64::MIN),
+        ];
+        for exp in &odd {
+            for aud in &odd {
+                for iss in &odd {
+                    let c =
+                        claims(json!({"exp": exp, "nbf": exp, "iat": exp, "aud": aud, "iss": iss}));
+                    let t = sign(&c, &k);
+                    let r =
+                        std::panic::catch_unwind(|| verify(&t, std::slice::from_ref(&k), NOW, &p));
+                    assert!(r.is_ok(), "panic for exp={exp} aud={aud} iss={iss}");
+                }
+            }
+        }
+    }
 }
