@@ -20,6 +20,10 @@ cargo pgrx test pg15 --runas postgres --pgdata "$pgdata"
 
 echo "==> installing the extension for pg_regress and the client tests"
 cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
+# Earlier versions' install scripts, for the upgrade test.
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+$SUDO install -m 644 sql/archive/auth_ext--*.sql "$("$PG_CONFIG" --sharedir)/extension/"
 
 echo "==> pg_regress and client tests in a throwaway cluster"
 pg_virtualenv -t -v 15 bash scripts/cluster-tests.sh

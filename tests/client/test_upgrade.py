@@ -1,0 +1,86 @@
+"""ALTER EXTENSION auth_ext UPDATE from the previous version: data and tokens survive,
+the new features work, and the upgraded schema is exactly a fresh install's.
+scripts/test.sh installs sql/archive/auth_ext--0.1.0.sql beside the current version."""
+
+import psycopg
+import pytest
+
+from conftest import admin
+
+OLD, NEW = "auth_upgrade_old", "auth_upgrade_new"
+
+# Everything the extension defines in the auth schema, as comparable text.
+FINGERPRINT = """
+select string_agg(x, E'\\n' order by x) from (
+  select 'function ' || p.oid::regprocedure || ' ' || pg_get_functiondef(p.oid) || ' acl ' || coalesce(p.proacl::text, '')
+    from pg_proc p where p.pronamespace = 'auth'::regnamespace
+  union all
+  select 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' || coalesce(column_default, '')
+         || ' ' || is_nullable || ' ' || coalesce(generation_expression, '')
+    from information_schema.columns where table_schema = 'auth'
+  union all
+  select 'index ' || indexdef from pg_indexes where schemaname = 'auth'
+  union all
+  select 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+    from pg_constraint where connamespace = 'auth'::regnamespace
+  union all
+  select 'trigger ' || pg_get_triggerdef(t.oid)
+    from pg_trigger t join pg_class c on c.oid = t.tgrelid
+   where c.relnamespace = 'auth'::regnamespace and not t.tgisinternal
+  union all
+  select 'relation ' || relname || ' ' || relkind::text || ' acl ' || coalesce(relacl::text, '')
+    from pg_class where relnamespace = 'auth'::regnamespace
+  union all
+  select 'comment ' || d.classoid::regclass || ' ' || d.objoid || ' ' || d.description
+    from pg_description d
+   where (d.classoid = 'pg_class'::regclass and d.objoid in (select oid from pg_class where relnamespace = 'auth'::regnamespace))
+      or (d.classoid = 'pg_proc'::regclass and d.objoid in (select oid from pg_proc where pronamespace = 'auth'::regnamespace))
+  union all
+  select 'dumped ' || c::regclass from pg_extension e, unnest(e.extconfig) c where e.extname = 'auth_ext'
+) s(x)
+"""
+
+
+def fresh(name, version=None):
+    with psycopg.connect(dbname="postgres", autocommit=True) as c:
+        c.execute(f'drop database if exists "{name}" with (force)')
+        c.execute(f'create database "{name}"')
+    with admin(name) as c:
+        c.execute("create extension auth_ext" + (f" version '{version}'" if version else ""))
+
+
+def fingerprint(db):
+    with admin(db) as c:
+        text = c.execute(FINGERPRINT).fetchone()["string_agg"]
+    # Object ids differ between databases; comments are compared by their text alone.
+    return sorted(line.split(" ", 3)[-1] if line.startswith("comment ") else line for line in text.split("\n"))
+
+
+def test_update_from_the_previous_version_keeps_everything_and_matches_a_fresh_install():
+    fresh(OLD, "0.1.0")
+    with admin(OLD) as c:
+        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.1.0"
+        c.execute("select auth.set_jwt_secret('upgrade-secret-upgrade-secret-upgrade-0')")
+        sessions = [
+            c.execute("select auth.sign_up(%s, %s) as s", (f"up{i}@example.io", f"upgrade-password-{i}")).fetchone()["s"]
+            for i in range(3)
+        ]
+    with admin(OLD) as c:
+        c.execute("alter extension auth_ext update")
+        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.2.0"
+    with admin(OLD) as c:
+        for i, s in enumerate(sessions):
+            assert c.execute("select auth.sign_in(%s, %s) as s", (f"up{i}@example.io", f"upgrade-password-{i}")).fetchone()["s"]
+            assert c.execute("select auth.verify_jwt(%s) ->> 'email' as e", (s["access_token"],)).fetchone()["e"] == f"up{i}@example.io"
+            assert c.execute("select auth.refresh(%s) ->> 'token_type' as t", (s["refresh_token"],)).fetchone()["t"] == "bearer"
+        # 0.2.0's lockout works on the upgraded database.
+        c.execute("set auth.lockout_max_failures = 2")
+        for _ in range(2):
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("select auth.sign_in('up0@example.io', 'wrong-password')")
+            assert e.value.sqlstate == "28P01"
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("select auth.sign_in('up0@example.io', 'upgrade-password-0')")
+        assert e.value.sqlstate == "53400"
+    fresh(NEW)
+    assert fingerprint(OLD) == fingerprint(NEW)
