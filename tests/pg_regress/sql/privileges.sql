@@ -67,4 +67,35 @@ set local search_path = public, pg_catalog;
 select auth.sign_up('Hijack@Example.io', 'password-hijack') -> 'user' ->> 'email' as email_not_hijacked;
 select auth.sign_in('hijack@example.io', 'password-hijack') -> 'user' ->> 'email' as sign_in_not_hijacked;
 select created_at > '2001-01-01' as real_now from auth.users where email = 'hijack@example.io';
+
+-- More hijacks, placed before pg_catalog: an = for text that is always true, a crypt()
+-- and a sha256(). A wrong password, an unknown email, a bad token, a foreign role and an
+-- ended session must all still fail.
+create function public.always_equal(text, text) returns boolean language sql as 'select true';
+create operator public.= (leftarg = text, rightarg = text, function = public.always_equal);
+create function public.always_equal_uuid(uuid, uuid) returns boolean language sql as 'select true';
+create operator public.= (leftarg = uuid, rightarg = uuid, function = public.always_equal_uuid);
+create function public.crypt(text, text) returns text language sql as $$ select $2 $$;
+create function public.sha256(bytea) returns bytea language sql as $$ select '\x00'::bytea $$;
+set local search_path = public, pg_catalog;
+select try($$select auth.sign_in('hijack@example.io', 'a-wrong-password')$$);
+select try($$select auth.sign_in('nobody-at-all@example.io', 'password-hijack')$$);
+select try($$select auth.refresh('no-such-refresh-token')$$);
+select try($$select auth.verify_jwt('eyJhbGciOiJIUzI1NiJ9.e30.AAAA')$$);
+select auth.sign_jwt('{"role": "service_role"}') as service_token \gset
+set local session authorization regress_authenticator;
+select try(format('select auth.authenticate(%L)', :'service_token'));
+reset session authorization;
+set local auth.session_check = on;
+select set_config('request.jwt.claims', '{"sub": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "session_id": "b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a22"}', true) is not null as claims_set;
+select auth.uid() as uid_of_an_unknown_session;
+reset auth.session_check;
+reset search_path;
+
+-- The secret through every setting view: no setting holds it, none is even named for it.
+select try($$select current_setting('auth.jwt_secret')$$);
+select count(*) as role_or_database_settings_with_secret
+  from pg_db_role_setting s, unnest(s.setconfig) c, auth.signing_keys k
+ where strpos(c, k.secret) > 0;
+select count(*) as auth_settings_named_secret from pg_settings where name like 'auth.%' and name like '%secret%';
 rollback;
