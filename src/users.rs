@@ -125,8 +125,9 @@ fn sign_up_impl(
 ) -> AuthResult<Value> {
     require_primary("sign-up")?;
     let email = normalize_email(email)?;
-    let password = password_policy(password)?;
+    // Cheap checks first: the metadata before the password policy, hashing last.
     let metadata = parse_metadata(data)?;
+    let password = password_policy(password)?;
     let hash = password::hash(password, cost())?;
 
     // ON CONFLICT DO NOTHING: a concurrent sign-up of the same email waits for the first

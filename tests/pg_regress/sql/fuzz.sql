@@ -1,5 +1,5 @@
 -- 100,000 random and mutated inputs through the public functions: tokens, refresh tokens,
--- emails and JSON. Every outcome is tallied by SQLSTATE and code: no crash, no internal
+-- emails, user metadata and claims JSON. Every outcome is tallied by SQLSTATE and code: no crash, no internal
 -- error (XX000), every failure a documented one. Deterministic (fixed seed).
 begin;
 select setseed(0.42);
@@ -52,7 +52,12 @@ begin
   for i in 1..15000 loop
     perform pg_temp.attempt('sign_up email', 'select auth.sign_up($1, ''short'')', pg_temp.mutate('Some.User+tag@Example.io'));
   end loop;
-  for i in 1..15000 loop
+  -- JSON: as user metadata (a too-short password again stops before hashing) and as claims.
+  for i in 1..10000 loop
+    perform pg_temp.attempt('sign_up metadata', 'select auth.sign_up(''fuzz@example.io'', ''short'', $1::jsonb)',
+      pg_temp.mutate('{"a": [1, {"b": "c"}], "n": 1e10, "s": "x", "t": true, "z": null}'));
+  end loop;
+  for i in 1..5000 loop
     perform pg_temp.attempt('sign_jwt json', 'select auth.sign_jwt($1::jsonb)',
       pg_temp.mutate('{"a": [1, {"b": "c"}], "n": 1e10, "s": "x", "t": true, "z": null}'));
   end loop;
