@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Inside pg_virtualenv: the SQL figures, then pgbench.
 set -euo pipefail
+BENCH_SECONDS=${BENCH_SECONDS:-5}
 cd "$(dirname "$0")/.."
 bindir=$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
 createdb auth_bench

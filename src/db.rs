@@ -91,13 +91,6 @@ pub fn read_two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
     first_row(read_with(query, args, |t| t.first().get_two::<A, B>()))
 }
 
-pub fn read_three<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum, C: FromDatum + IntoDatum>(
-    query: &'static str,
-    args: &[DatumWithOid],
-) -> AuthResult<(Option<A>, Option<B>, Option<C>)> {
-    first_row(read_with(query, args, |t| t.first().get_three::<A, B, C>()))
-}
-
 /// A read-only query's first row, read by `f` (for rows of more than three columns).
 pub fn read_row<R: Default>(
     query: &'static str,

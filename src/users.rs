@@ -176,38 +176,6 @@ fn lockout_keys(email: &str, req: &request::RequestInfo) -> Vec<String> {
     keys
 }
 
-/// Refuse at once, before any password work, when the account or the client IP has failed
-/// too often within the window: even the right password then gets over_request_rate_limit.
-fn check_lockout(email: &str, req: &request::RequestInfo) -> AuthResult<()> {
-    let per_account = config::LOCKOUT_MAX_FAILURES.get();
-    let per_ip = config::LOCKOUT_IP_MAX_FAILURES.get();
-    if per_account == 0 && per_ip == 0 {
-        return Ok(());
-    }
-    let ip_key = req.ip.map(|ip| format!("ip:{ip}"));
-    let locked = db::read_one::<bool>(
-        "select coalesce(bool_or( \
-                  (f.key operator(pg_catalog.=) $1 and $3 operator(pg_catalog.>) 0 and f.failures operator(pg_catalog.>=) $3) \
-               or (f.key operator(pg_catalog.=) $2 and $4 operator(pg_catalog.>) 0 and f.failures operator(pg_catalog.>=) $4)), false) \
-           from auth.sign_in_failures f \
-          where f.key operator(pg_catalog.=) any (array[$1, $2]) \
-            and f.window_start operator(pg_catalog.>) \
-                (pg_catalog.now() operator(pg_catalog.-) pg_catalog.make_interval(0, 0, 0, 0, 0, 0, $5))",
-        &[
-            format!("email:{email}").into(),
-            ip_key.into(),
-            per_account.into(),
-            per_ip.into(),
-            config::LOCKOUT_WINDOW.get().into(),
-        ],
-    )?;
-    if locked == Some(true) {
-        Err(AuthError::OverRequestRateLimit)
-    } else {
-        Ok(())
-    }
-}
-
 fn audit_failed_sign_in(email: &str, user_id: Option<pgrx::Uuid>, reason: &str) {
     let id = user_id.map(|u| u.to_string());
     let req = request::current();
@@ -255,7 +223,6 @@ fn user_id_of(email: &str) -> Option<pgrx::Uuid> {
 
 fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Value> {
     let email = normalize_email(email)?;
-    check_lockout(&email, &request::current())?;
     let password =
         password.ok_or_else(|| AuthError::ValidationFailed("A password is required".into()))?;
     let max = config::PASSWORD_MAX_LENGTH.get().max(0) as usize;
@@ -266,13 +233,41 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
         )));
     }
     let cost = cost();
-    let found = db::read_three::<pgrx::Uuid, String, bool>(
-        "select u.id, u.encrypted_password, coalesce(u.banned_until > pg_catalog.now(), false) \
-           from auth.users u \
-          where pg_catalog.lower(u.email) = pg_catalog.lower($1) \
+    // One statement: the lockout verdict for the account and the client IP, and the user.
+    // A locked account or IP is refused before any password work, so even the right
+    // password waits for the window to pass.
+    let req = request::current();
+    let per_account = config::LOCKOUT_MAX_FAILURES.get();
+    let per_ip = config::LOCKOUT_IP_MAX_FAILURES.get();
+    let (locked, found) = db::read_row(
+        "select l.locked, u.id, u.encrypted_password, coalesce(u.banned_until > pg_catalog.now(), false) \
+           from (select coalesce(bool_or((f.key = $2 and $4 > 0 and f.failures >= $4) \
+                                      or (f.key = $3 and $5 > 0 and f.failures >= $5)), false) as locked \
+                   from auth.sign_in_failures f \
+                  where f.key = any (array[$2, $3]) \
+                    and f.window_start > pg_catalog.now() - pg_catalog.make_interval(0, 0, 0, 0, 0, 0, $6)) l \
+           left join auth.users u \
+             on pg_catalog.lower(u.email) = pg_catalog.lower($1) \
             and u.is_sso_user = false and u.deleted_at is null",
-        &[email.as_str().into()],
+        &[
+            email.as_str().into(),
+            format!("email:{email}").into(),
+            req.ip.map(|ip| format!("ip:{ip}")).into(),
+            per_account.into(),
+            per_ip.into(),
+            config::LOCKOUT_WINDOW.get().into(),
+        ],
+        |t| {
+            let r = t.first();
+            Ok((
+                r.get::<bool>(1)?.unwrap_or(false),
+                (r.get::<pgrx::Uuid>(2)?, r.get::<String>(3)?, r.get::<bool>(4)?),
+            ))
+        },
     )?;
+    if locked {
+        return Err(AuthError::OverRequestRateLimit);
+    }
     let (user_id, stored, banned) = match found {
         (Some(id), Some(stored), banned) if !stored.is_empty() => {
             (id, stored, banned.unwrap_or(false))
