@@ -74,3 +74,10 @@ begin
   return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens);
 end
 $$;
+
+-- Benchmark support: sign-in without the password check, owner only.
+create function auth._sign_in_without_password_check(email text) returns jsonb
+strict volatile
+language c
+as 'MODULE_PATHNAME', '_sign_in_without_password_check_wrapper';
+revoke all on function auth._sign_in_without_password_check(text) from public;
