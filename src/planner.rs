@@ -20,7 +20,7 @@ use pgrx::prelude::*;
 #[pg_extern(immutable, parallel_safe)]
 fn _claims_support(request: pgrx::Internal) -> pgrx::Internal {
     let replacement = request
-        .unwrap()
+        .unwrap() // ok: Internal::unwrap returns the Option<Datum>, it cannot panic
         .map(|d| unsafe { simplify(d.cast_mut_ptr::<pg_sys::Node>()) })
         .unwrap_or(std::ptr::null_mut());
     // A NULL pointer (not an SQL NULL) means "no simplification".
