@@ -23,9 +23,10 @@ const HEADER: usize = 8;
 const STATUS_PENDING: u32 = 0;
 const STATUS_DONE: u32 = 1;
 
-/// Run `job` in its own committed transaction and wait for it. An Err means the write did
-/// not happen (no worker slot, or the job failed: the server log says why).
-pub fn run(job: &Value, owner: pg_sys::Oid) -> AuthResult<()> {
+/// Run `job` in its own committed transaction, as the extension owner, and wait for it.
+/// An Err means the write did not happen (no worker slot, or the job failed: the server
+/// log says why).
+pub fn run(job: &Value) -> AuthResult<()> {
     // On a hot standby nothing can be written, and a worker that starts only after
     // recovery would be waited for until promotion: refuse at once instead.
     if unsafe { pg_sys::RecoveryInProgress() } {
@@ -33,6 +34,7 @@ pub fn run(job: &Value, owner: pg_sys::Oid) -> AuthResult<()> {
             "autonomous write skipped: the server is a read-only standby".into(),
         ));
     }
+    let owner = crate::keys::extension_owner()?;
     let payload = job.to_string();
     unsafe {
         let seg = pg_sys::dsm_create(HEADER + payload.len(), 0);

@@ -20,7 +20,7 @@ use std::ffi::CStr;
 const CLAIMS: &CStr = c"request.jwt.claims";
 
 /// The current value of a setting, or None when it is unset or empty.
-fn setting(name: &CStr) -> Option<&'static [u8]> {
+pub(crate) fn setting(name: &CStr) -> Option<&'static [u8]> {
     // SAFETY: GetConfigOption returns NULL or a NUL-terminated string owned by the GUC
     // machinery; it stays valid until the setting changes, which cannot happen before we
     // have finished using it within this call.

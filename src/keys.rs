@@ -4,7 +4,7 @@
 //! therefore costs no query at all once the backend has its keys.
 
 use crate::db::read_two;
-use crate::error::{AuthError, AuthResult};
+use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::jwt::{Alg, Key};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -63,7 +63,7 @@ fn _invalidate_key_cache() {
 /// SQL: 256 random bits as a 43-character base64url string (the generated HS256 secret).
 #[pg_extern(volatile)]
 fn _random_secret() -> String {
-    random_token(32).unwrap_or_else(|e| e.raise())
+    random_token(32).or_raise()
 }
 
 /// `n` bytes from the operating system's CSPRNG, base64url without padding.

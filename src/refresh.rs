@@ -17,7 +17,6 @@ use crate::autonomous;
 use crate::config;
 use crate::db;
 use crate::error::{require_primary, AuthError, AuthResult, OrRaise};
-use crate::keys;
 use crate::request;
 use crate::sessions;
 use pgrx::prelude::*;
@@ -73,8 +72,7 @@ fn revoke_session_autonomously(state: &TokenState, req: &request::RequestInfo) {
         json!({"reason": "refresh_token_reuse", "session_id": session_id}),
     );
     let job = json!({"revoke_session": session_id, "audit": entry});
-    let written = keys::extension_owner().and_then(|owner| autonomous::run(&job, owner));
-    if let Err(e) = written {
+    if let Err(e) = autonomous::run(&job) {
         pgrx::warning!(
             "auth_ext: could not revoke session {session_id} after refresh token reuse: {e}"
         );

@@ -30,19 +30,9 @@ pub fn parse_headers(raw: &str) -> RequestInfo {
 
 /// The current request's information, from the `request.headers` setting.
 pub fn current() -> RequestInfo {
-    // SAFETY: see claims::setting; the string is copied before anything else runs.
-    let raw = unsafe {
-        let p = pgrx::pg_sys::GetConfigOption(c"request.headers".as_ptr(), true, false);
-        if p.is_null() {
-            return RequestInfo::default();
-        }
-        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-    };
-    if raw.is_empty() {
-        RequestInfo::default()
-    } else {
-        parse_headers(&raw)
-    }
+    crate::claims::setting(c"request.headers")
+        .map(|raw| parse_headers(&String::from_utf8_lossy(raw)))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -106,13 +106,16 @@ fn password_policy(password: Option<&str>) -> AuthResult<&str> {
 }
 
 /// A new session for a password sign-up or sign-in, with its audit entry.
-fn password_session(user_id: pgrx::Uuid, audit_action: &str) -> AuthResult<Value> {
-    let req = request::current();
-    let session = sessions::start(user_id, "password", &req)?;
+fn password_session(
+    user_id: pgrx::Uuid,
+    audit_action: &str,
+    req: &request::RequestInfo,
+) -> AuthResult<Value> {
+    let session = sessions::start(user_id, "password", req)?;
     sessions::audit(
         audit_action,
         &session["user"],
-        &req,
+        req,
         json!({"provider": "email"}),
     )?;
     Ok(session)
@@ -163,62 +166,55 @@ fn sign_up_impl(
         &[user_id.into(), identity.to_string().into()],
     )?;
 
-    password_session(user_id, "user_signedup")
+    password_session(user_id, "user_signedup", &request::current())
 }
 
 /// Audit a failed sign-in in a transaction of its own: the error that follows aborts ours.
-/// The lockout counters a failed sign-in from `req` for `email` adds to.
-fn lockout_keys(email: &str, req: &request::RequestInfo) -> Vec<String> {
-    let mut keys = vec![format!("email:{email}")];
-    if let Some(ip) = req.ip {
-        keys.push(format!("ip:{ip}"));
-    }
-    keys
+/// The lockout counter of an account.
+fn account_key(email: &str) -> String {
+    format!("email:{email}")
 }
 
-fn audit_failed_sign_in(email: &str, user_id: Option<pgrx::Uuid>, reason: &str) {
+/// The lockout counter of the request's client IP, when it has one.
+fn ip_key(req: &request::RequestInfo) -> Option<String> {
+    req.ip.map(|ip| format!("ip:{ip}"))
+}
+
+/// Record a failed sign-in in a transaction of its own (the error that follows aborts
+/// ours): the audit entry and the lockout counters. Returns the error to raise.
+fn failed_sign_in(
+    email: &str,
+    user_id: Option<pgrx::Uuid>,
+    req: &request::RequestInfo,
+    error: AuthError,
+) -> AuthError {
     let id = user_id.map(|u| u.to_string());
-    let req = request::current();
     let entry = sessions::audit_entry(
         "login_failed",
         id.as_deref(),
         Some(email),
-        &req,
-        json!({"provider": "email", "reason": reason}),
+        req,
+        json!({"provider": "email", "reason": error.code()}),
     );
-    // The audit entry and the lockout counters, committed although the sign-in fails.
+    let keys: Vec<String> = std::iter::once(account_key(email))
+        .chain(ip_key(req))
+        .collect();
     let job = json!({
         "audit": entry,
         "count_failures": {
-            "keys": lockout_keys(email, &req),
+            "keys": keys,
             "window": format!("{} seconds", config::LOCKOUT_WINDOW.get()),
         },
     });
-    let written =
-        crate::keys::extension_owner().and_then(|owner| crate::autonomous::run(&job, owner));
-    if let Err(e) = written {
+    if let Err(e) = crate::autonomous::run(&job) {
         pgrx::warning!("auth_ext: could not audit a failed sign-in: {e}");
     }
+    error
 }
 
 fn sign_in_impl(email: Option<&str>, password: Option<&str>) -> AuthResult<Value> {
     require_primary("sign-in")?;
-    let result = sign_in_checked(email, password);
-    if let Err(e @ (AuthError::InvalidCredentials | AuthError::UserBanned)) = &result {
-        // The same lookup for unknown emails and wrong passwords keeps their timing equal.
-        let who = normalize_email(email).unwrap_or_default();
-        audit_failed_sign_in(&who, user_id_of(&who), e.code());
-    }
-    result
-}
-
-fn user_id_of(email: &str) -> Option<pgrx::Uuid> {
-    db::read_one::<pgrx::Uuid>(
-        "select u.id from auth.users u where pg_catalog.lower(u.email) = pg_catalog.lower($1) and u.is_sso_user = false",
-        &[email.into()],
-    )
-    .ok()
-    .flatten()
+    sign_in_checked(email, password)
 }
 
 /// The lockout verdict for the account and the client IP, and the user: one statement.
@@ -226,8 +222,8 @@ fn user_id_of(email: &str) -> Option<pgrx::Uuid> {
 /// waits for the window to pass. Returns (id, stored hash, banned) of the user, if any.
 fn lookup_for_sign_in(
     email: &str,
+    req: &request::RequestInfo,
 ) -> AuthResult<(Option<pgrx::Uuid>, Option<String>, Option<bool>)> {
-    let req = request::current();
     let per_account = config::LOCKOUT_MAX_FAILURES.get();
     let per_ip = config::LOCKOUT_IP_MAX_FAILURES.get();
     let (locked, found) = db::read_row(
@@ -242,8 +238,8 @@ fn lookup_for_sign_in(
             and u.is_sso_user = false and u.deleted_at is null",
         &[
             email.into(),
-            format!("email:{email}").into(),
-            req.ip.map(|ip| format!("ip:{ip}")).into(),
+            account_key(email).into(),
+            ip_key(req).into(),
             per_account.into(),
             per_ip.into(),
             config::LOCKOUT_WINDOW.get().into(),
@@ -264,15 +260,19 @@ fn lookup_for_sign_in(
 
 /// Everything a successful sign-in does after the password check: last sign-in times,
 /// the account's lockout count cleared, a new session and its audit entry.
-fn complete_sign_in(user_id: pgrx::Uuid, email: &str) -> AuthResult<Value> {
+fn complete_sign_in(
+    user_id: pgrx::Uuid,
+    email: &str,
+    req: &request::RequestInfo,
+) -> AuthResult<Value> {
     db::exec(
         "with u as (update auth.users set last_sign_in_at = pg_catalog.now() where id = $1), \
               f as (delete from auth.sign_in_failures where key = $2) \
          update auth.identities set last_sign_in_at = pg_catalog.now() \
           where user_id = $1 and provider = 'email'",
-        &[user_id.into(), format!("email:{email}").into()],
+        &[user_id.into(), account_key(email).into()],
     )?;
-    password_session(user_id, "login")
+    password_session(user_id, "login", req)
 }
 
 /// Internal, owner only, for the benchmark: a sign-in without the password check (the
@@ -281,8 +281,9 @@ fn complete_sign_in(user_id: pgrx::Uuid, email: &str) -> AuthResult<Value> {
 fn _sign_in_without_password_check(email: &str) -> pgrx::JsonB {
     let result = (|| {
         let email = normalize_email(Some(email))?;
-        match lookup_for_sign_in(&email)? {
-            (Some(user_id), _, Some(false)) => complete_sign_in(user_id, &email),
+        let req = request::current();
+        match lookup_for_sign_in(&email, &req)? {
+            (Some(user_id), _, Some(false)) => complete_sign_in(user_id, &email, &req),
             _ => Err(AuthError::InvalidCredentials),
         }
     })();
@@ -301,24 +302,40 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
         )));
     }
     let cost = cost();
-    let found = lookup_for_sign_in(&email)?;
+    let req = request::current();
+    let found = lookup_for_sign_in(&email, &req)?;
     let (user_id, stored, banned) = match found {
         (Some(id), Some(stored), banned) if !stored.is_empty() => {
             (id, stored, banned.unwrap_or(false))
         }
-        _ => {
+        (id, _, _) => {
             // Unknown email or no password: do the work a real check does, then fail alike.
             password::burn_verification(password, cost);
-            return Err(AuthError::InvalidCredentials);
+            return Err(failed_sign_in(
+                &email,
+                id,
+                &req,
+                AuthError::InvalidCredentials,
+            ));
         }
     };
     let verdict = password::verify(password, &stored, cost);
     if verdict == Verdict::Mismatch {
-        return Err(AuthError::InvalidCredentials);
+        return Err(failed_sign_in(
+            &email,
+            Some(user_id),
+            &req,
+            AuthError::InvalidCredentials,
+        ));
     }
     // Checked only after the password, so a ban is not revealed to someone without it.
     if banned {
-        return Err(AuthError::UserBanned);
+        return Err(failed_sign_in(
+            &email,
+            Some(user_id),
+            &req,
+            AuthError::UserBanned,
+        ));
     }
     if verdict == Verdict::MatchNeedsRehash {
         let upgraded = password::hash(password, cost)?;
@@ -327,7 +344,7 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
             &[user_id.into(), upgraded.into()],
         )?;
     }
-    complete_sign_in(user_id, &email)
+    complete_sign_in(user_id, &email, &req)
 }
 
 /// Internal, owner only: does `password` match the stored `hash`? The cost of exactly the
