@@ -172,20 +172,48 @@ comment on table auth.sign_in_failures is 'auth_ext: failed sign-in counters for
 -- with the owner's rights from Rust (see src/keys.rs).
 create table auth.signing_keys (
   id uuid not null default gen_random_uuid() primary key,
-  kid text unique,
-  algorithm text not null check (algorithm in ('HS256')),
+  kid text not null default (gen_random_uuid())::text,
+  algorithm text not null,
   state text not null default 'standby'
     check (state in ('standby', 'in_use', 'previously_used', 'revoked')),
-  -- For HS256: the shared secret string; its UTF-8 bytes are the HMAC key, exactly as
-  -- PostgREST's jwt-secret uses it.
-  secret text not null,
+  -- HS256: the shared secret string; its UTF-8 bytes are the HMAC key, exactly as
+  -- PostgREST's jwt-secret uses it. ES256, RS256, EdDSA: the private key as PKCS#8 PEM.
+  -- Wiped (NULL) when the key is revoked.
+  secret text,
   -- true for the key CREATE EXTENSION generated; see auth._signing_keys_before_insert.
   generated boolean not null default false,
   created_at timestamptz not null default now(),
-  updated_at timestamptz not null default now()
+  updated_at timestamptz not null default now(),
+  -- The public half as a JWK (NULL for HS256, which has none); what auth.jwks() publishes.
+  public_jwk jsonb,
+  constraint signing_keys_kid_key unique (kid),
+  constraint signing_keys_kid_check check (kid <> '' and length(kid) <= 200),
+  constraint signing_keys_algorithm_check check (algorithm in ('HS256', 'ES256', 'RS256', 'EdDSA')),
+  constraint signing_keys_secret_check check ((secret is null) = (state = 'revoked'))
 );
 comment on table auth.signing_keys is 'auth_ext: token signing keys. Owner only: never grant access to this table.';
-create unique index signing_keys_one_in_use on auth.signing_keys (algorithm) where state = 'in_use';
+-- One key signs: the in_use one, whatever its algorithm.
+create unique index signing_keys_one_in_use on auth.signing_keys ((true)) where state = 'in_use';
+
+-- Third-party issuers whose tokens auth.verify_jwt and auth.authenticate accept (Supabase's
+-- "third-party auth"): their public keys are stored here, never fetched.
+create table auth.trusted_issuers (
+  issuer text not null primary key,
+  jwks jsonb not null,
+  audiences text[] not null,
+  role_claim text[] not null default '{role}',
+  role_map jsonb not null default '{}',
+  default_role text default 'authenticated',
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  constraint trusted_issuers_issuer_check check (issuer <> '' and length(issuer) <= 2048),
+  constraint trusted_issuers_audiences_check
+    check (cardinality(audiences) > 0 and array_position(audiences, null) is null),
+  constraint trusted_issuers_role_claim_check
+    check (cardinality(role_claim) > 0 and array_position(role_claim, null) is null),
+  constraint trusted_issuers_role_map_check check (jsonb_typeof(role_map) = 'object')
+);
+comment on table auth.trusted_issuers is 'auth_ext: third-party token issuers, their JWKS, audiences and role mapping. Change through auth.set_trusted_issuer.';
 
 -- pg_dump keeps rows of extension tables only when they are registered: without this a
 -- dump and restore would lose every account.
@@ -197,3 +225,4 @@ select pg_catalog.pg_extension_config_dump('auth.refresh_tokens', '');
 select pg_catalog.pg_extension_config_dump('auth.refresh_tokens_id_seq', '');
 select pg_catalog.pg_extension_config_dump('auth.audit_log_entries', '');
 select pg_catalog.pg_extension_config_dump('auth.signing_keys', '');
+select pg_catalog.pg_extension_config_dump('auth.trusted_issuers', '');

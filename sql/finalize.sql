@@ -42,10 +42,10 @@ begin atomic
     'is_anonymous', u.is_anonymous);
 end;
 
--- Keys: at most one in_use key per algorithm. A restore (pg_dump/pg_restore) first runs
--- CREATE EXTENSION, which generates a fresh key, and then copies the dumped keys in; the
--- dumped in_use key must win, or every token issued before the dump would stop verifying.
--- So an incoming in_use key replaces a generated one and demotes an explicitly set one.
+-- Keys: one in_use key signs, whatever its algorithm. A restore (pg_dump/pg_restore) first
+-- runs CREATE EXTENSION, which generates a fresh key, and then copies the dumped keys in;
+-- the dumped in_use key must win, or every token issued before the dump would stop
+-- verifying. So an incoming in_use key replaces a generated one and demotes another.
 create function auth._signing_keys_before_insert() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -53,10 +53,10 @@ as $$
 begin
   if new.state = 'in_use' then
     delete from auth.signing_keys k
-     where k.algorithm = new.algorithm and k.state = 'in_use' and k.generated;
+     where k.state = 'in_use' and k.generated;
     update auth.signing_keys k
        set state = 'previously_used', updated_at = pg_catalog.now()
-     where k.algorithm = new.algorithm and k.state = 'in_use';
+     where k.state = 'in_use';
   end if;
   return new;
 end
@@ -66,8 +66,8 @@ create trigger signing_keys_before_insert
   before insert on auth.signing_keys
   for each row execute function auth._signing_keys_before_insert();
 
--- Every change to the keys, however it is made, tells every backend to drop its cached
--- keys (a relcache invalidation, delivered at commit).
+-- Every change to the keys or the trusted issuers, however it is made, tells every backend
+-- to drop its cached keys and verified tokens (a relcache invalidation, delivered at commit).
 create function auth._signing_keys_changed() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -82,11 +82,173 @@ create trigger signing_keys_changed
   after insert or update or delete or truncate on auth.signing_keys
   for each statement execute function auth._signing_keys_changed();
 
+create trigger trusted_issuers_changed
+  after insert or update or delete or truncate on auth.trusted_issuers
+  for each statement execute function auth._signing_keys_changed();
+
 -- The zero-configuration secret: 256 random bits as 43 base64url characters.
 insert into auth.signing_keys (algorithm, state, secret, generated)
 values ('HS256', 'in_use', auth._random_secret(), true);
 
+-- A key as the management functions show it: never the private part.
+create function auth._signing_key_json(k auth.signing_keys) returns jsonb
+language sql stable parallel safe
+begin atomic
+  select pg_catalog.jsonb_build_object(
+    'kid', k.kid,
+    'algorithm', k.algorithm,
+    'state', k.state,
+    'public_jwk', k.public_jwk,
+    'created_at', auth._iso(k.created_at),
+    'updated_at', auth._iso(k.updated_at));
+end;
+
+-- Audit a key or issuer change; the actor is the login role (no user is involved).
+create function auth._audit_admin(action text, traits jsonb) returns void
+language sql volatile
+set search_path = pg_catalog, pg_temp
+return auth._audit(action, '00000000-0000-0000-0000-000000000000'::uuid,
+                   traits || pg_catalog.jsonb_build_object('session_user', pg_catalog.session_user()));
+
+-- A new standby key: generated (private_key NULL) or imported. Owner only; reached through
+-- the SECURITY DEFINER functions below.
+create function auth._add_signing_key(algorithm text, private_key text, kid text) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  k text := coalesce(kid, pg_catalog.gen_random_uuid()::text);
+  m jsonb;
+  r auth.signing_keys;
+begin
+  if k = '' or pg_catalog.length(k) > 200 then
+    raise exception 'validation_failed: kid must be 1 to 200 characters' using errcode = '22023';
+  end if;
+  if exists (select from auth.signing_keys s where s.kid = k) then
+    raise exception 'validation_failed: a signing key with kid "%" already exists', k
+      using errcode = '23505';
+  end if;
+  m := auth._new_key_material(algorithm, private_key, k);
+  insert into auth.signing_keys (kid, algorithm, state, secret, public_jwk)
+  values (k, m ->> 'algorithm', 'standby', m ->> 'secret', m -> 'public_jwk')
+  returning * into r;
+  perform auth._audit_admin(
+    case when private_key is null then 'signing_key_created' else 'signing_key_imported' end,
+    pg_catalog.jsonb_build_object('kid', r.kid, 'algorithm', r.algorithm));
+  return auth._signing_key_json(r);
+end
+$$;
+
+-- SECURITY DEFINER: auth.signing_keys is the owner's alone; service_role manages keys
+-- through these functions and never sees a private part.
+create function auth.create_signing_key(algorithm text default 'ES256', kid text default null)
+returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+return auth._add_signing_key(algorithm, null, kid);
+comment on function auth.create_signing_key(text, text) is
+  'Generate a standby signing key (ES256, RS256, EdDSA or HS256) inside the database; returns its kid and public JWK.';
+
+create function auth.import_signing_key(private_key text, algorithm text default null, kid text default null)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if private_key is null then
+    raise exception 'validation_failed: private_key is required (PEM or private JWK)'
+      using errcode = '22023';
+  end if;
+  return auth._add_signing_key(algorithm, private_key, kid);
+end
+$$;
+comment on function auth.import_signing_key(text, text, text) is
+  'Import a private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC; or a private JWK) as a standby signing key.';
+
+create function auth.promote_signing_key(kid text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  r auth.signing_keys;
+begin
+  -- One rotation at a time: two concurrent promotions would both demote and then race
+  -- on the one-in_use index.
+  lock table auth.signing_keys in share row exclusive mode;
+  select * into r from auth.signing_keys s where s.kid = promote_signing_key.kid;
+  if not found then
+    raise exception 'validation_failed: no signing key with kid "%"', pg_catalog.left(kid, 200)
+      using errcode = '22023';
+  end if;
+  if r.state = 'revoked' then
+    raise exception 'validation_failed: signing key "%" is revoked and cannot be used again', r.kid
+      using errcode = '55000';
+  end if;
+  if r.state <> 'in_use' then
+    update auth.signing_keys s
+       set state = 'previously_used', updated_at = pg_catalog.now()
+     where s.state = 'in_use';
+    update auth.signing_keys s
+       set state = 'in_use', updated_at = pg_catalog.now()
+     where s.id = r.id
+    returning * into r;
+    perform auth._audit_admin('signing_key_promoted',
+      pg_catalog.jsonb_build_object('kid', r.kid, 'algorithm', r.algorithm));
+  end if;
+  return auth._signing_key_json(r);
+end
+$$;
+comment on function auth.promote_signing_key(text) is
+  'Make a key the one that signs; the key in use before becomes previously_used and still verifies.';
+
+create function auth.revoke_signing_key(kid text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  r auth.signing_keys;
+begin
+  lock table auth.signing_keys in share row exclusive mode;
+  select * into r from auth.signing_keys s where s.kid = revoke_signing_key.kid;
+  if not found then
+    raise exception 'validation_failed: no signing key with kid "%"', pg_catalog.left(kid, 200)
+      using errcode = '22023';
+  end if;
+  if r.state = 'in_use' then
+    raise exception 'validation_failed: signing key "%" is in use; promote another key first', r.kid
+      using errcode = '55000';
+  end if;
+  if r.state <> 'revoked' then
+    -- The private part is destroyed: a revoked key is never used again.
+    update auth.signing_keys s
+       set state = 'revoked', secret = null, updated_at = pg_catalog.now()
+     where s.id = r.id
+    returning * into r;
+    perform auth._audit_admin('signing_key_revoked',
+      pg_catalog.jsonb_build_object('kid', r.kid, 'algorithm', r.algorithm));
+  end if;
+  return auth._signing_key_json(r);
+end
+$$;
+comment on function auth.revoke_signing_key(text) is
+  'Revoke a key that is not in use: its tokens stop verifying at once and its private part is erased.';
+
+create function auth.list_signing_keys()
+returns table (kid text, algorithm text, state text, public_jwk jsonb,
+               created_at timestamptz, updated_at timestamptz)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+begin atomic
+  select k.kid, k.algorithm, k.state, k.public_jwk, k.created_at, k.updated_at
+    from auth.signing_keys k
+   order by k.created_at, k.kid;
+end;
+comment on function auth.list_signing_keys() is
+  'Every signing key with its state and public JWK; never a private part or secret.';
+
 -- Owner or superuser only (no grant): share one HS256 secret with PostgREST's jwt-secret.
+-- The in_use HS256 key takes the new secret; when another algorithm is in use, a new
+-- HS256 key becomes the in_use one and the other previously_used.
 create function auth.set_jwt_secret(secret text) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -108,6 +270,96 @@ end
 $$;
 comment on function auth.set_jwt_secret(text) is
   'Replace the HS256 signing secret (at least 32 characters). Owner or superuser only.';
+
+-- Trusted issuers. SECURITY DEFINER for the same reason as the key functions.
+create function auth.set_trusted_issuer(
+  issuer text, jwks jsonb, audiences text[],
+  role_claim text[] default '{role}', role_map jsonb default '{}',
+  default_role text default 'authenticated')
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  checked jsonb;
+  r text;
+  info record;
+begin
+  if issuer is null or issuer = '' or pg_catalog.length(issuer) > 2048 then
+    raise exception 'validation_failed: issuer must be the iss of the tokens, 1 to 2048 characters'
+      using errcode = '22023';
+  end if;
+  if issuer = pg_catalog.current_setting('auth.jwt_issuer', true) then
+    raise exception 'validation_failed: "%" is this database''s own issuer (auth.jwt_issuer)', issuer
+      using errcode = '22023';
+  end if;
+  if jwks is null then
+    raise exception 'validation_failed: jwks is required' using errcode = '22023';
+  end if;
+  checked := auth._check_jwks(jwks);
+  if audiences is null or pg_catalog.cardinality(audiences) = 0
+     or pg_catalog.array_position(audiences, null) is not null or '' = any (audiences) then
+    raise exception 'validation_failed: at least one audience is required (the client or project id the tokens are issued for)'
+      using errcode = '22023';
+  end if;
+  if role_claim is null or pg_catalog.cardinality(role_claim) = 0
+     or pg_catalog.array_position(role_claim, null) is not null then
+    raise exception 'validation_failed: role_claim must be a path of one or more claim names'
+      using errcode = '22023';
+  end if;
+  if role_map is null or pg_catalog.jsonb_typeof(role_map) <> 'object'
+     or exists (select from pg_catalog.jsonb_each(role_map) e where pg_catalog.jsonb_typeof(e.value) <> 'string') then
+    raise exception 'validation_failed: role_map must map claim values to role names'
+      using errcode = '22023';
+  end if;
+  -- A third party's token must never act as a role that bypasses row level security.
+  for r in select e.value from pg_catalog.jsonb_each_text(role_map) e
+           union select default_role where default_role is not null loop
+    select a.rolsuper, a.rolbypassrls,
+           a.oid = (select c.relowner from pg_catalog.pg_class c
+                     where c.oid = 'auth.signing_keys'::pg_catalog.regclass) as owner
+      into info
+      from pg_catalog.pg_roles a where a.rolname = r;
+    if not found then
+      raise exception 'validation_failed: role "%" does not exist', r using errcode = '22023';
+    end if;
+    if info.rolsuper or info.rolbypassrls or info.owner then
+      raise exception 'validation_failed: role "%" bypasses row level security; a third-party token cannot be given it', r
+        using errcode = '22023';
+    end if;
+  end loop;
+  insert into auth.trusted_issuers as t (issuer, jwks, audiences, role_claim, role_map, default_role)
+  values (issuer, jwks, audiences, role_claim, role_map, default_role)
+  on conflict on constraint trusted_issuers_pkey do update
+     set jwks = excluded.jwks, audiences = excluded.audiences, role_claim = excluded.role_claim,
+         role_map = excluded.role_map, default_role = excluded.default_role,
+         updated_at = pg_catalog.now();
+  perform auth._audit_admin('trusted_issuer_set',
+    pg_catalog.jsonb_build_object('issuer', issuer, 'keys', checked -> 'keys'));
+  return pg_catalog.jsonb_build_object(
+    'issuer', issuer, 'keys', checked -> 'keys', 'skipped', checked -> 'skipped',
+    'audiences', pg_catalog.to_jsonb(audiences), 'role_claim', pg_catalog.to_jsonb(role_claim),
+    'role_map', role_map, 'default_role', default_role);
+end
+$$;
+comment on function auth.set_trusted_issuer(text, jsonb, text[], text[], jsonb, text) is
+  'Trust tokens whose iss is issuer, signed by a key of jwks, for one of audiences; map a claim to the role they act as.';
+
+create function auth.drop_trusted_issuer(issuer text) returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  delete from auth.trusted_issuers t where t.issuer = drop_trusted_issuer.issuer;
+  if not found then
+    return false;
+  end if;
+  perform auth._audit_admin('trusted_issuer_dropped', pg_catalog.jsonb_build_object('issuer', issuer));
+  return true;
+end
+$$;
+comment on function auth.drop_trusted_issuer(text) is
+  'Stop trusting an issuer; its tokens fail at once. Returns false when it was not registered.';
 
 -- The public entry points that touch owner-only tables. SECURITY DEFINER so that anon
 -- can sign up and in without any right on auth.*; search_path pinned so no object of the
@@ -270,3 +522,11 @@ grant execute on function auth.sign_jwt(jsonb) to service_role;
 grant execute on function auth.refresh(text) to anon, authenticated, service_role;
 grant execute on function auth.sign_out(text) to anon, authenticated, service_role;
 grant execute on function auth.cleanup(integer) to service_role;
+-- Keys and trusted issuers: service_role manages them (the owner can anyway); the public
+-- keys are for everyone.
+grant execute on function auth.create_signing_key(text, text), auth.import_signing_key(text, text, text),
+  auth.promote_signing_key(text), auth.revoke_signing_key(text), auth.list_signing_keys(),
+  auth.set_trusted_issuer(text, jsonb, text[], text[], jsonb, text), auth.drop_trusted_issuer(text)
+  to service_role;
+grant select on auth.trusted_issuers to service_role;
+grant execute on function auth.jwks() to public;

@@ -241,11 +241,12 @@ pub fn jwt_aud() -> Option<String> {
 pub fn verify_policy() -> crate::jwt::VerifyPolicy {
     crate::jwt::VerifyPolicy {
         leeway: i64::from(JWT_LEEWAY.get()),
-        audience: jwt_aud(),
+        audiences: jwt_aud().into_iter().collect(),
         issuer: if JWT_VERIFY_ISSUER.get() {
             jwt_issuer()
         } else {
             None
         },
+        require_exp: false,
     }
 }

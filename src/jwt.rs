@@ -2,6 +2,8 @@
 //! rule is ours and visible: exactly three segments, strict unpadded base64url, the key
 //! decides the algorithm (the header must merely agree), `none` and `crit` refused, constant
 //! time signature comparison, then the registered time and audience claims (RFC 7519 §4.1).
+//! Algorithms: HS256, ES256 (P-256, raw r||s signatures per RFC 7518 §3.4), RS256
+//! (PKCS#1 v1.5) and EdDSA (Ed25519, RFC 8037). Key material is parsed in `jwk`.
 //! Pure Rust: no Postgres here, so everything is unit-tested with plain `#[test]`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,37 +14,143 @@ use sha2::Sha256;
 use std::fmt;
 
 type HmacSha256 = Hmac<Sha256>;
+pub type RsaSha256 = rsa::sha2::Sha256;
 
 /// Tokens longer than this are refused before any decoding work.
 pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Alg {
     HS256,
+    ES256,
+    RS256,
+    EdDSA,
 }
 
 impl Alg {
+    pub const ALL: [Alg; 4] = [Alg::HS256, Alg::ES256, Alg::RS256, Alg::EdDSA];
+
     pub fn name(self) -> &'static str {
         match self {
             Alg::HS256 => "HS256",
+            Alg::ES256 => "ES256",
+            Alg::RS256 => "RS256",
+            Alg::EdDSA => "EdDSA",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Alg> {
-        match name {
-            "HS256" => Some(Alg::HS256),
-            _ => None,
-        }
+        Alg::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub fn is_symmetric(self) -> bool {
+        self == Alg::HS256
     }
 }
 
-/// A key that can sign and verify. For HS256 the secret is the UTF-8 bytes of the secret
-/// string, as PostgREST's `jwt-secret` uses it.
+/// What a key can do. The private half is absent for keys that only verify (a trusted
+/// issuer's JWKS, a revoked key's row).
+#[derive(Clone)]
+pub enum Material {
+    /// HS256: for our own keys the UTF-8 bytes of the secret string, as PostgREST's
+    /// `jwt-secret` uses it.
+    Hmac(Vec<u8>),
+    Es256 {
+        private: Option<Box<p256::ecdsa::SigningKey>>,
+        public: Box<p256::ecdsa::VerifyingKey>,
+    },
+    Rs256 {
+        private: Option<Box<rsa::pkcs1v15::SigningKey<RsaSha256>>>,
+        public: Box<rsa::pkcs1v15::VerifyingKey<RsaSha256>>,
+    },
+    EdDSA {
+        private: Option<Box<ed25519_dalek::SigningKey>>,
+        public: Box<ed25519_dalek::VerifyingKey>,
+    },
+    /// A revoked key: kept by kid so that its tokens get a clear error, verifies nothing.
+    Revoked,
+}
+
+/// A key with its id and algorithm.
 #[derive(Clone)]
 pub struct Key {
     pub kid: Option<String>,
     pub alg: Alg,
-    pub secret: Vec<u8>,
+    pub material: Material,
+}
+
+impl Key {
+    #[cfg(test)]
+    pub fn hmac(kid: Option<String>, secret: &[u8]) -> Key {
+        Key {
+            kid,
+            alg: Alg::HS256,
+            material: Material::Hmac(secret.to_vec()),
+        }
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        matches!(self.material, Material::Revoked)
+    }
+
+    /// The raw JWS signature over `input` (RFC 7518 §3: 32 bytes HS256, 64 bytes r||s for
+    /// ES256, the modulus length for RS256, 64 bytes for EdDSA).
+    pub fn sign_input(&self, input: &[u8]) -> Result<Vec<u8>, JwtError> {
+        use p256::ecdsa::signature::Signer;
+        match &self.material {
+            Material::Hmac(secret) => Ok(hs256(secret, input).finalize().into_bytes().to_vec()),
+            Material::Es256 {
+                private: Some(k), ..
+            } => {
+                let sig: p256::ecdsa::Signature = k.as_ref().sign(input);
+                Ok(sig.to_bytes().to_vec())
+            }
+            Material::Rs256 {
+                private: Some(k), ..
+            } => {
+                use rsa::signature::{SignatureEncoding, Signer as _};
+                let sig = k
+                    .try_sign(input)
+                    .map_err(|_| JwtError::Signing("RSA signing failed"))?;
+                Ok(sig.to_vec())
+            }
+            Material::EdDSA {
+                private: Some(k), ..
+            } => Ok(ed25519_dalek::Signer::sign(k.as_ref(), input)
+                .to_bytes()
+                .to_vec()),
+            _ => Err(JwtError::Signing("the key has no private part")),
+        }
+    }
+
+    /// Does `signature` sign `input` under this key? HMAC compares in constant time.
+    pub fn verify_input(&self, input: &[u8], signature: &[u8]) -> bool {
+        match &self.material {
+            Material::Hmac(secret) => hs256(secret, input).verify_slice(signature).is_ok(),
+            Material::Es256 { public, .. } => {
+                use p256::ecdsa::signature::Verifier;
+                match p256::ecdsa::Signature::from_slice(signature) {
+                    Ok(sig) => public.verify(input, &sig).is_ok(),
+                    Err(_) => false,
+                }
+            }
+            Material::Rs256 { public, .. } => {
+                use rsa::signature::Verifier;
+                match rsa::pkcs1v15::Signature::try_from(signature) {
+                    Ok(sig) => public.verify(input, &sig).is_ok(),
+                    Err(_) => false,
+                }
+            }
+            Material::EdDSA { public, .. } => {
+                match ed25519_dalek::Signature::from_slice(signature) {
+                    // verify_strict: no small-order keys, no malleable signatures.
+                    Ok(sig) => public.verify_strict(input, &sig).is_ok(),
+                    Err(_) => false,
+                }
+            }
+            Material::Revoked => false,
+        }
+    }
 }
 
 impl fmt::Debug for Key {
@@ -59,10 +167,12 @@ impl fmt::Debug for Key {
 pub struct VerifyPolicy {
     /// Seconds of clock skew allowed for exp, nbf and iat.
     pub leeway: i64,
-    /// When set, `aud` (a string or an array of strings) must contain it.
-    pub audience: Option<String>,
+    /// When not empty, `aud` (a string or an array of strings) must contain one of these.
+    pub audiences: Vec<String>,
     /// When set, `iss` must equal it.
     pub issuer: Option<String>,
+    /// Refuse tokens without `exp` (trusted issuers' tokens always carry one).
+    pub require_exp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,14 +183,24 @@ pub enum JwtError {
     AlgNone,
     UnsupportedAlg(String),
     UnsupportedCrit,
-    NoKey,
+    NoKey(Alg),
+    UnknownKid(String),
+    RevokedKid(String),
+    AlgMismatch { kid: String, key: Alg, token: Alg },
     BadSignature,
     Expired,
+    MissingExp,
     NotYetValid,
     IssuedInFuture,
     BadClaim(&'static str),
     AudienceMismatch,
     IssuerMismatch,
+    Signing(&'static str),
+}
+
+/// At most this many characters of a token-supplied string go into an error message.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 impl fmt::Display for JwtError {
@@ -92,23 +212,33 @@ impl fmt::Display for JwtError {
             JwtError::AlgNone => write!(f, "unsigned tokens (alg none) are not accepted"),
             JwtError::UnsupportedAlg(a) => write!(f, "algorithm {a} is not accepted"),
             JwtError::UnsupportedCrit => write!(f, "token has critical header parameters"),
-            JwtError::NoKey => write!(f, "no signing key matches the token header"),
+            JwtError::NoKey(alg) => write!(f, "no key verifies {} tokens", alg.name()),
+            JwtError::UnknownKid(k) => write!(f, "unknown signing key (kid \"{k}\")"),
+            JwtError::RevokedKid(k) => write!(f, "signing key \"{k}\" has been revoked"),
+            JwtError::AlgMismatch { kid, key, token } => write!(
+                f,
+                "key \"{kid}\" is {} but the token says {}",
+                key.name(),
+                token.name()
+            ),
             JwtError::BadSignature => write!(f, "invalid signature"),
             JwtError::Expired => write!(f, "JWT expired"),
+            JwtError::MissingExp => write!(f, "JWT has no exp claim"),
             JwtError::NotYetValid => write!(f, "JWT not valid yet (nbf)"),
             JwtError::IssuedInFuture => write!(f, "JWT issued in the future (iat)"),
             JwtError::BadClaim(c) => write!(f, "claim {c} has the wrong type"),
             JwtError::AudienceMismatch => write!(f, "JWT audience is not accepted"),
             JwtError::IssuerMismatch => write!(f, "JWT issuer is not accepted"),
+            JwtError::Signing(why) => write!(f, "cannot sign: {why}"),
         }
     }
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn unb64(segment: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {
+pub fn unb64(segment: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {
     URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| JwtError::Malformed(what))
@@ -123,7 +253,7 @@ fn hs256(secret: &[u8], signing_input: &[u8]) -> HmacSha256 {
 }
 
 /// Sign `claims` with `key`. The header carries `kid` when the key has one.
-pub fn sign(claims: &Map<String, Value>, key: &Key) -> String {
+pub fn sign(claims: &Map<String, Value>, key: &Key) -> Result<String, JwtError> {
     let mut header = Map::new();
     header.insert("alg".into(), Value::from(key.alg.name()));
     header.insert("typ".into(), Value::from("JWT"));
@@ -133,12 +263,10 @@ pub fn sign(claims: &Map<String, Value>, key: &Key) -> String {
     let mut out = b64(Value::Object(header).to_string().as_bytes());
     out.push('.');
     out.push_str(&b64(Value::Object(claims.clone()).to_string().as_bytes()));
-    let sig = match key.alg {
-        Alg::HS256 => hs256(&key.secret, out.as_bytes()).finalize().into_bytes(),
-    };
+    let sig = key.sign_input(out.as_bytes())?;
     out.push('.');
     out.push_str(&b64(&sig));
-    out
+    Ok(out)
 }
 
 fn parse_object(bytes: &[u8], what: &'static str) -> Result<Map<String, Value>, JwtError> {
@@ -148,13 +276,19 @@ fn parse_object(bytes: &[u8], what: &'static str) -> Result<Map<String, Value>, 
     }
 }
 
-/// Verify `token` against `keys` at unix time `now`; return its claims.
-pub fn verify(
-    token: &str,
-    keys: &[Key],
-    now: i64,
-    policy: &VerifyPolicy,
-) -> Result<Map<String, Value>, JwtError> {
+/// A token whose header passed the checks, its signature not yet verified.
+#[derive(Debug)]
+pub struct Parsed<'t> {
+    pub alg: Alg,
+    pub kid: Option<String>,
+    signing_input: &'t [u8],
+    payload: &'t str,
+    signature: &'t str,
+}
+
+/// Split and check the header: three segments, a JSON object header with a supported
+/// `alg`, no `crit`, a string `kid` if any.
+pub fn parse(token: &str) -> Result<Parsed<'_>, JwtError> {
     if token.is_empty() {
         return Err(JwtError::Empty);
     }
@@ -182,40 +316,94 @@ pub fn verify(
         return Err(JwtError::UnsupportedCrit);
     }
     let Some(alg) = Alg::from_name(alg) else {
-        return Err(JwtError::UnsupportedAlg(alg.chars().take(32).collect()));
+        return Err(JwtError::UnsupportedAlg(clip(alg)));
     };
     let kid = match header.get("kid") {
         None => None,
-        Some(Value::String(k)) => Some(k.as_str()),
+        Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(JwtError::Malformed("kid is not a string")),
     };
-    // The key decides: only keys of the header's algorithm, and when the token names a
-    // kid, only the key with that kid (or keys that have none, like a bare shared secret).
-    let candidates: Vec<&Key> = keys
-        .iter()
-        .filter(|k| k.alg == alg)
-        .filter(|k| match (kid, &k.kid) {
-            (Some(t), Some(k)) => t == k,
-            _ => true,
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Err(JwtError::NoKey);
+    Ok(Parsed {
+        alg,
+        kid,
+        signing_input: &token.as_bytes()[..h64.len() + 1 + p64.len()],
+        payload: p64,
+        signature: s64,
+    })
+}
+
+impl Parsed<'_> {
+    /// The payload as a JSON object. Not trusted until `verify_signature` succeeds.
+    pub fn claims(&self) -> Result<Map<String, Value>, JwtError> {
+        parse_object(
+            &unb64(self.payload, "payload is not base64url")?,
+            "payload is not a JSON object",
+        )
     }
-    let signature = unb64(s64, "signature is not base64url")?;
-    let signing_input = &token.as_bytes()[..h64.len() + 1 + p64.len()];
-    let valid = candidates.iter().any(|k| match k.alg {
-        Alg::HS256 => hs256(&k.secret, signing_input)
-            .verify_slice(&signature)
-            .is_ok(),
-    });
-    if !valid {
-        return Err(JwtError::BadSignature);
+
+    /// Choose the key and check the signature. The key decides: a `kid` selects exactly
+    /// that key (a revoked one is refused by name, one of another algorithm is refused as
+    /// algorithm confusion); keys without a kid, like a bare shared secret or a JWK without
+    /// one, stand for any kid. Without a `kid` every key of the header's algorithm is tried.
+    pub fn verify_signature(&self, keys: &[Key]) -> Result<(), JwtError> {
+        let mut candidates: Vec<&Key> = Vec::new();
+        if let Some(kid) = &self.kid {
+            for k in keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
+            {
+                if k.is_revoked() {
+                    return Err(JwtError::RevokedKid(clip(kid)));
+                }
+                if k.alg != self.alg {
+                    return Err(JwtError::AlgMismatch {
+                        kid: clip(kid),
+                        key: k.alg,
+                        token: self.alg,
+                    });
+                }
+                candidates.push(k);
+            }
+            if candidates.is_empty() {
+                candidates.extend(
+                    keys.iter()
+                        .filter(|k| k.kid.is_none() && k.alg == self.alg && !k.is_revoked()),
+                );
+                if candidates.is_empty() {
+                    return Err(JwtError::UnknownKid(clip(kid)));
+                }
+            }
+        } else {
+            candidates.extend(keys.iter().filter(|k| k.alg == self.alg && !k.is_revoked()));
+            if candidates.is_empty() {
+                return Err(JwtError::NoKey(self.alg));
+            }
+        }
+        let signature = unb64(self.signature, "signature is not base64url")?;
+        if candidates
+            .iter()
+            .any(|k| k.verify_input(self.signing_input, &signature))
+        {
+            Ok(())
+        } else {
+            Err(JwtError::BadSignature)
+        }
     }
-    let claims = parse_object(
-        &unb64(p64, "payload is not base64url")?,
-        "payload is not a JSON object",
-    )?;
+}
+
+/// Verify `token` against `keys` at unix time `now`; return its claims. The extension
+/// itself goes through `keys::verify`, which adds trusted issuers and the per-token memory
+/// around the same three steps.
+#[cfg(test)]
+pub fn verify(
+    token: &str,
+    keys: &[Key],
+    now: i64,
+    policy: &VerifyPolicy,
+) -> Result<Map<String, Value>, JwtError> {
+    let parsed = parse(token)?;
+    parsed.verify_signature(keys)?;
+    let claims = parsed.claims()?;
     check_claims(&claims, now, policy)?;
     Ok(claims)
 }
@@ -236,10 +424,10 @@ pub fn check_claims(
 ) -> Result<(), JwtError> {
     let now = now as f64;
     let leeway = policy.leeway as f64;
-    if let Some(exp) = numeric_claim(claims, "exp")? {
-        if now > exp + leeway {
-            return Err(JwtError::Expired);
-        }
+    match numeric_claim(claims, "exp")? {
+        Some(exp) if now > exp + leeway => return Err(JwtError::Expired),
+        None if policy.require_exp => return Err(JwtError::MissingExp),
+        _ => {}
     }
     if let Some(nbf) = numeric_claim(claims, "nbf")? {
         if now + leeway < nbf {
@@ -251,10 +439,11 @@ pub fn check_claims(
             return Err(JwtError::IssuedInFuture);
         }
     }
-    if let Some(want) = &policy.audience {
+    if !policy.audiences.is_empty() {
+        let accepted = |a: &str| policy.audiences.iter().any(|w| w == a);
         let ok = match claims.get("aud") {
-            Some(Value::String(a)) => a == want,
-            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want.as_str())),
+            Some(Value::String(a)) => accepted(a),
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(accepted),
             _ => false,
         };
         if !ok {
@@ -275,11 +464,11 @@ mod tests {
     use serde_json::json;
 
     fn key(secret: &str) -> Key {
-        Key {
-            kid: None,
-            alg: Alg::HS256,
-            secret: secret.as_bytes().to_vec(),
-        }
+        Key::hmac(None, secret.as_bytes())
+    }
+
+    fn sign(c: &Map<String, Value>, k: &Key) -> String {
+        super::sign(c, k).unwrap()
     }
 
     fn claims(v: Value) -> Map<String, Value> {
@@ -295,11 +484,7 @@ mod tests {
             .decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow")
             .unwrap();
         let token = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        let key = Key {
-            kid: None,
-            alg: Alg::HS256,
-            secret: k,
-        };
+        let key = Key::hmac(None, &k);
         let c = verify(token, &[key], 1_300_819_380, &VerifyPolicy::default()).unwrap();
         assert_eq!(c["iss"], json!("joe"));
         assert_eq!(c["http://example.com/is_root"], json!(true));
@@ -358,8 +543,13 @@ mod tests {
                 JwtError::UnsupportedAlg("HS512".into()),
             ),
             (
-                r#"{"alg":"RS256"}"#,
-                JwtError::UnsupportedAlg("RS256".into()),
+                r#"{"alg":"RS512"}"#,
+                JwtError::UnsupportedAlg("RS512".into()),
+            ),
+            (r#"{"alg":"RS256"}"#, JwtError::NoKey(Alg::RS256)),
+            (
+                r#"{"alg":"HS256","kid":7}"#,
+                JwtError::Malformed("kid is not a string"),
             ),
             (
                 r#"{"alg":"HS256","crit":["exp"]}"#,
@@ -425,12 +615,14 @@ mod tests {
         let k = key("a-string-secret-at-least-32-chars-long!!");
         let p = VerifyPolicy {
             leeway: 0,
-            audience: Some("authenticated".into()),
+            audiences: vec!["authenticated".into(), "other-app".into()],
             issuer: Some("me".into()),
+            require_exp: false,
         };
         let run = |c: Value| verify(&sign(&claims(c), &k), std::slice::from_ref(&k), NOW, &p);
         assert!(run(json!({"aud": "authenticated", "iss": "me"})).is_ok());
         assert!(run(json!({"aud": ["x", "authenticated"], "iss": "me"})).is_ok());
+        assert!(run(json!({"aud": "other-app", "iss": "me"})).is_ok());
         assert_eq!(
             run(json!({"aud": "other", "iss": "me"})),
             Err(JwtError::AudienceMismatch)
@@ -455,9 +647,37 @@ mod tests {
         let t = sign(&claims(json!({"sub": "x"})), &b);
         assert!(verify(&t, &[a.clone(), b.clone()], NOW, &VerifyPolicy::default()).is_ok());
         assert_eq!(
-            verify(&t, &[a], NOW, &VerifyPolicy::default()),
-            Err(JwtError::NoKey)
+            verify(&t, std::slice::from_ref(&a), NOW, &VerifyPolicy::default()),
+            Err(JwtError::UnknownKid("b".into()))
         );
+        // A revoked key is refused by name, before any signature work.
+        let revoked = Key {
+            material: Material::Revoked,
+            ..b.clone()
+        };
+        assert_eq!(
+            verify(&t, &[a.clone(), revoked], NOW, &VerifyPolicy::default()),
+            Err(JwtError::RevokedKid("b".into()))
+        );
+        // A kid-less key (a bare shared secret) stands for any kid.
+        let bare = Key { kid: None, ..b };
+        assert!(verify(&t, &[a, bare], NOW, &VerifyPolicy::default()).is_ok());
+    }
+
+    #[test]
+    fn exp_can_be_required() {
+        let k = key("a-string-secret-at-least-32-chars-long!!");
+        let p = VerifyPolicy {
+            require_exp: true,
+            ..Default::default()
+        };
+        let t = sign(&claims(json!({"sub": "x"})), &k);
+        assert_eq!(
+            verify(&t, std::slice::from_ref(&k), NOW, &p),
+            Err(JwtError::MissingExp)
+        );
+        let t = sign(&claims(json!({"sub": "x", "exp": NOW + 5})), &k);
+        assert!(verify(&t, &[k], NOW, &p).is_ok());
     }
 
     /// xorshift64: a deterministic stream for the mutation tests.
@@ -473,8 +693,9 @@ mod tests {
         let k = key("a-string-secret-at-least-32-chars-long!!");
         let p = VerifyPolicy {
             leeway: 30,
-            audience: Some("authenticated".into()),
+            audiences: vec!["authenticated".into()],
             issuer: None,
+            require_exp: true,
         };
         let base = sign(
             &claims(
@@ -526,8 +747,9 @@ mod tests {
         let k = key("a-string-secret-at-least-32-chars-long!!");
         let p = VerifyPolicy {
             leeway: 30,
-            audience: Some("a".into()),
+            audiences: vec!["a".into()],
             issuer: Some("i".into()),
+            require_exp: true,
         };
         let odd = [
             json!(null),

@@ -5,22 +5,45 @@
 
 use crate::db::read_two;
 use crate::error::{AuthError, AuthResult, OrRaise};
-use crate::jwt::{Alg, Key};
+use crate::jwk;
+use crate::jwt::{self, Alg, JwtError, Key, Material, VerifyPolicy};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use pgrx::prelude::*;
+use serde_json::{json, Map, Value};
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 struct Cache {
     /// Oid of auth.signing_keys when the keys were read; invalidations name it.
     relid: pg_sys::Oid,
     /// The table's owner: the extension owner, whose rights key and session reads use.
     owner: pg_sys::Oid,
-    /// Keys that verify (in_use and previously_used).
+    /// Our keys that verify (standby, in_use, previously_used), and revoked ones kept by
+    /// kid so that their tokens are refused by name.
     verify: Vec<Key>,
-    /// The in_use HS256 key, used for signing.
+    /// The in_use key, used for signing.
     signing: Option<Key>,
+    /// The public keys as a JWKS, built once per load.
+    jwks: Value,
+    /// Trusted third-party issuers by `iss`.
+    issuers: HashMap<String, Issuer>,
+    /// Asymmetric signatures already checked in this backend: token -> its claims. Part of
+    /// the cache, so any key change drops it with everything else.
+    verified: RefCell<HashMap<String, Map<String, Value>>>,
 }
+
+/// A trusted issuer: its keys, the audiences its tokens must carry, and the role map.
+pub struct Issuer {
+    pub keys: Vec<Key>,
+    pub audiences: Vec<String>,
+    pub role_claim: Vec<String>,
+    pub role_map: Map<String, Value>,
+    pub default_role: Option<String>,
+}
+
+/// How many verified tokens a backend remembers; past it the memory starts over.
+const VERIFIED_CAPACITY: usize = 4096;
 
 thread_local! {
     static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
@@ -116,55 +139,109 @@ pub fn as_user<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 
 fn load() -> AuthResult<Cache> {
     let (relid, owner) = key_table()?;
-    let rows: Vec<(Option<String>, String, String, String)> = as_user(owner, || {
-        Spi::connect(|client| {
-            let table = client.select(
-                "select kid, algorithm, state, secret from auth.signing_keys",
-                None,
-                &[],
-            )?;
-            let mut out = Vec::new();
-            for row in table {
-                let kid: Option<String> = row.get(1)?;
-                let alg: Option<String> = row.get(2)?;
-                let state: Option<String> = row.get(3)?;
-                let secret: Option<String> = row.get(4)?;
-                if let (Some(alg), Some(state), Some(secret)) = (alg, state, secret) {
-                    out.push((kid, alg, state, secret));
-                }
-            }
-            Ok::<_, pgrx::spi::Error>(out)
-        })
+    let (keys, issuers) = as_user(owner, || -> AuthResult<_> {
+        let keys = read_rows(
+            "select kid, algorithm, state, secret from auth.signing_keys order by created_at",
+        )?;
+        // A database still on a version before trusted issuers (the library is shared by
+        // every version's SQL until ALTER EXTENSION UPDATE) has no such table.
+        let has_issuers = crate::db::read_one::<bool>(
+            "select pg_catalog.to_regclass('auth.trusted_issuers') is not null",
+            &[],
+        )? == Some(true);
+        if !has_issuers {
+            return Ok((keys, Vec::new()));
+        }
+        let issuers = read_rows(
+            "select issuer, jwks::text, pg_catalog.array_to_json(audiences)::text, \
+                    pg_catalog.array_to_json(role_claim)::text, role_map::text, default_role \
+               from auth.trusted_issuers",
+        )?;
+        Ok((keys, issuers))
     })?;
     let mut cache = Cache {
         relid,
         owner,
         verify: Vec::new(),
         signing: None,
+        jwks: Value::Null,
+        issuers: HashMap::new(),
+        verified: RefCell::new(HashMap::new()),
     };
-    for (kid, alg, state, secret) in rows {
-        let Some(alg) = Alg::from_name(&alg) else {
+    for row in keys {
+        let [kid, alg, state, secret] = <[Option<String>; 4]>::try_from(row)
+            .map_err(|_| AuthError::Unexpected("signing key row".into()))?;
+        let (Some(alg), Some(state)) = (alg.as_deref().and_then(Alg::from_name), state) else {
             continue;
         };
-        let key = Key {
-            kid,
-            alg,
-            secret: secret.into_bytes(),
+        let material = match (state.as_str(), secret) {
+            ("revoked", _) => Material::Revoked,
+            (_, Some(secret)) => jwk::load(alg, &secret).map_err(AuthError::Unexpected)?,
+            (_, None) => continue,
         };
-        match state.as_str() {
-            "in_use" => {
-                if alg == Alg::HS256 {
-                    cache.signing = Some(key.clone());
-                }
-                cache.verify.push(key);
-            }
-            "previously_used" => cache.verify.push(key),
-            _ => {}
+        let key = Key { kid, alg, material };
+        if state == "in_use" {
+            cache.signing = Some(key.clone());
         }
+        cache.verify.push(key);
+    }
+    let public: Vec<Value> = cache
+        .verify
+        .iter()
+        .filter_map(jwk::public_jwk)
+        .map(Value::Object)
+        .collect();
+    cache.jwks = json!({ "keys": public });
+    for row in issuers {
+        let [iss, jwks, audiences, role_claim, role_map, default_role] =
+            <[Option<String>; 6]>::try_from(row)
+                .map_err(|_| AuthError::Unexpected("trusted issuer row".into()))?;
+        let Some(iss) = iss else { continue };
+        let parse = |t: Option<String>| -> Value {
+            t.and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null)
+        };
+        let strings = |v: Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // The row was checked when it was written; a key set that no longer parses (it
+        // cannot, short of a direct table edit) leaves the issuer without keys.
+        let keys = jwk::parse_jwks(&parse(jwks))
+            .map(|(k, _)| k)
+            .unwrap_or_default();
+        let issuer = Issuer {
+            keys,
+            audiences: strings(parse(audiences)),
+            role_claim: strings(parse(role_claim)),
+            role_map: parse(role_map).as_object().cloned().unwrap_or_default(),
+            default_role,
+        };
+        cache.issuers.insert(iss, issuer);
     }
     Ok(cache)
 }
 
+/// Every column of every row of `query` as text; for the small key tables only.
+fn read_rows(query: &str) -> AuthResult<Vec<Vec<Option<String>>>> {
+    Ok(Spi::connect(|client| {
+        let table = client.select(query, None, &[])?;
+        let mut out = Vec::new();
+        for row in table {
+            let mut cols = Vec::with_capacity(row.columns());
+            for i in 1..=row.columns() {
+                cols.push(row.get::<String>(i)?);
+            }
+            out.push(cols);
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })?)
+}
 fn with_cache<R>(f: impl FnOnce(&Cache) -> AuthResult<R>) -> AuthResult<R> {
     let cached = CACHE.with(|c| c.borrow().is_some());
     if !cached {
@@ -179,16 +256,193 @@ fn with_cache<R>(f: impl FnOnce(&Cache) -> AuthResult<R>) -> AuthResult<R> {
     })
 }
 
-/// Run `f` with the keys that verify tokens, without copying them.
-pub fn with_verification_keys<R>(f: impl FnOnce(&[Key]) -> R) -> AuthResult<R> {
-    with_cache(|c| Ok(f(&c.verify)))
-}
-
 /// The key new tokens are signed with.
 pub fn signing_key() -> AuthResult<Key> {
     with_cache(|c| {
-        c.signing
-            .clone()
-            .ok_or_else(|| AuthError::Unexpected("no in_use HS256 key in auth.signing_keys".into()))
+        c.signing.clone().ok_or_else(|| {
+            AuthError::Unexpected("no in_use key in auth.signing_keys; promote one".into())
+        })
     })
+}
+
+/// The public keys (standby, in_use, previously_used; asymmetric only) as a JWKS.
+pub fn public_jwks() -> AuthResult<Value> {
+    with_cache(|c| Ok(c.jwks.clone()))
+}
+
+/// Verify `token`: a token whose `iss` names a trusted issuer is checked with that issuer's
+/// keys, audiences and role map only; every other token with our own keys and `own`
+/// policy. Asymmetric signatures are checked once per backend and token.
+pub fn verify(
+    token: &str,
+    now: i64,
+    own: &VerifyPolicy,
+    leeway: i64,
+) -> AuthResult<Map<String, Value>> {
+    let bad = |e: JwtError| AuthError::BadJwt(e.to_string());
+    with_cache(|c| {
+        let cached = c.verified.borrow().get(token).cloned();
+        let claims = match cached {
+            Some(claims) => claims,
+            None => {
+                let parsed = jwt::parse(token).map_err(bad)?;
+                let claims = parsed.claims().map_err(bad)?;
+                match issuer_of(c, &claims) {
+                    Some(issuer) => parsed.verify_signature(&issuer.keys).map_err(|e| match e {
+                        JwtError::UnknownKid(_) | JwtError::NoKey(_) => AuthError::BadJwt(format!(
+                            "{e} in the key set of issuer \"{}\"",
+                            claims
+                                .get("iss")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                        )),
+                        e => bad(e),
+                    })?,
+                    None => parsed
+                        .verify_signature(&c.verify)
+                        .map_err(|e| untrusted_issuer(&claims, e))?,
+                }
+                if !parsed.alg.is_symmetric() {
+                    let mut memo = c.verified.borrow_mut();
+                    if memo.len() >= VERIFIED_CAPACITY {
+                        memo.clear();
+                    }
+                    memo.insert(token.to_string(), claims.clone());
+                }
+                claims
+            }
+        };
+        match issuer_of(c, &claims) {
+            None => {
+                jwt::check_claims(&claims, now, own).map_err(bad)?;
+                Ok(claims)
+            }
+            Some(issuer) => {
+                let policy = VerifyPolicy {
+                    leeway,
+                    audiences: issuer.audiences.clone(),
+                    issuer: None,
+                    require_exp: true,
+                };
+                jwt::check_claims(&claims, now, &policy).map_err(bad)?;
+                map_role(issuer, claims)
+            }
+        }
+    })
+}
+
+/// A token from an outside issuer that is not registered fails for want of a key; say so,
+/// rather than only that its kid is unknown.
+fn untrusted_issuer(claims: &Map<String, Value>, e: JwtError) -> AuthError {
+    let iss = claims.get("iss").and_then(Value::as_str);
+    match (&e, iss) {
+        (JwtError::UnknownKid(_) | JwtError::NoKey(_), Some(iss))
+            if Some(iss) != crate::config::jwt_issuer().as_deref() =>
+        {
+            AuthError::BadJwt(format!(
+                "token issuer \"{}\" is not trusted ({e})",
+                iss.chars().take(128).collect::<String>()
+            ))
+        }
+        _ => AuthError::BadJwt(e.to_string()),
+    }
+}
+
+fn issuer_of<'c>(c: &'c Cache, claims: &Map<String, Value>) -> Option<&'c Issuer> {
+    claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .and_then(|iss| c.issuers.get(iss))
+}
+
+/// A trusted issuer's token gets the role its map assigns: the claim at `role_claim`
+/// looked up in `role_map`, else `default_role`. The token's own `role` is never taken as
+/// it is, so an outside issuer cannot name a role it was not given.
+fn map_role(issuer: &Issuer, mut claims: Map<String, Value>) -> AuthResult<Map<String, Value>> {
+    let mut at: Option<&Value> = None;
+    for (i, step) in issuer.role_claim.iter().enumerate() {
+        at = if i == 0 {
+            claims.get(step)
+        } else {
+            at.and_then(|v| v.get(step))
+        };
+    }
+    let role = at
+        .and_then(Value::as_str)
+        .and_then(|v| issuer.role_map.get(v))
+        .and_then(Value::as_str)
+        .map(String::from)
+        .or_else(|| issuer.default_role.clone())
+        .ok_or_else(|| {
+            AuthError::BadJwt("the issuer's token maps to no role (no default_role)".into())
+        })?;
+    claims.insert("role".into(), Value::from(role));
+    Ok(claims)
+}
+
+/// How many tokens this backend has remembered as verified (for tests).
+pub fn verified_count() -> AuthResult<usize> {
+    with_cache(|c| Ok(c.verified.borrow().len()))
+}
+
+/// SQL (owner only, behind the key management functions): the stored form and public JWK
+/// of a new key. `private_key` NULL generates one of `algorithm`; otherwise it is imported
+/// (PEM or private JWK) and `algorithm`, when given, must agree with it.
+#[pg_extern(volatile)]
+fn _new_key_material(algorithm: Option<&str>, private_key: Option<&str>, kid: &str) -> pgrx::JsonB {
+    new_key_material(algorithm, private_key, kid).or_raise()
+}
+
+fn parse_alg(name: &str) -> AuthResult<Alg> {
+    Alg::from_name(name).ok_or_else(|| {
+        AuthError::ValidationFailed(format!(
+            "algorithm must be one of HS256, ES256, RS256, EdDSA (got \"{}\")",
+            name.chars().take(32).collect::<String>()
+        ))
+    })
+}
+
+fn new_key_material(
+    algorithm: Option<&str>,
+    private_key: Option<&str>,
+    kid: &str,
+) -> AuthResult<pgrx::JsonB> {
+    let hint = algorithm.map(parse_alg).transpose()?;
+    let (alg, stored, material) = match private_key {
+        None => {
+            let alg = hint.ok_or_else(|| {
+                AuthError::ValidationFailed("algorithm is required to generate a key".into())
+            })?;
+            let (stored, material) = jwk::generate(alg).map_err(AuthError::Unexpected)?;
+            (alg, stored, material)
+        }
+        Some(text) => jwk::import(text, hint).map_err(AuthError::ValidationFailed)?,
+    };
+    let key = Key {
+        kid: Some(kid.to_string()),
+        alg,
+        material,
+    };
+    Ok(pgrx::JsonB(json!({
+        "algorithm": alg.name(),
+        "secret": stored,
+        "public_jwk": jwk::public_jwk(&key).map(Value::Object),
+    })))
+}
+
+/// SQL (behind auth.set_trusted_issuer): check a key set; report how many keys verify and
+/// which entries were skipped, or raise 22023 naming the bad key.
+#[pg_extern(immutable, parallel_safe)]
+fn _check_jwks(jwks: pgrx::JsonB) -> pgrx::JsonB {
+    match jwk::parse_jwks(&jwks.0) {
+        Ok((keys, skipped)) => pgrx::JsonB(json!({"keys": keys.len(), "skipped": skipped})),
+        Err(e) => AuthError::ValidationFailed(e).raise(),
+    }
+}
+
+/// auth.jwks(): the public signing keys as a JWKS, for PostgREST's jwt-secret and any
+/// other verifier. Never holds a private or symmetric key.
+#[pg_extern(stable, parallel_restricted)]
+fn jwks() -> pgrx::JsonB {
+    pgrx::JsonB(public_jwks().or_raise())
 }

@@ -8,6 +8,7 @@ mod claims;
 mod config;
 mod db;
 mod error;
+mod jwk;
 mod jwt;
 mod keys;
 mod password;

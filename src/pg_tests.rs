@@ -148,4 +148,51 @@ mod tests {
         assert!(h.starts_with("$argon2id$"), "{h}");
         Spi::run("select auth.sign_in('old@example.io', 'password123')").unwrap();
     }
+
+    fn try_verify(token: &str) -> String {
+        Spi::run(
+            "create or replace function pg_temp.try_verify(t text) returns text language plpgsql as $$ \
+             begin perform auth.verify_jwt(t); return 'ok'; \
+             exception when others then return sqlstate || ' ' || sqlerrm; end $$",
+        )
+        .unwrap(); // ok: test
+        Spi::get_one_with_args::<String>("select pg_temp.try_verify($1)", &[token.into()])
+            .unwrap()
+            .unwrap() // ok: test
+    }
+
+    #[pg_test]
+    fn asymmetric_verification_is_remembered_per_token_and_forgotten_on_key_change() {
+        Spi::run(
+            "select auth.promote_signing_key(auth.create_signing_key('ES256', 'cache-test') ->> 'kid')",
+        )
+        .unwrap();
+        let token = Spi::get_one::<String>(
+            "select auth.sign_jwt('{\"sub\":\"x\",\"role\":\"authenticated\"}')",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(token.starts_with("eyJ"));
+        let before = crate::keys::verified_count().unwrap();
+        for _ in 0..3 {
+            assert_eq!(try_verify(&token), "ok");
+        }
+        assert_eq!(crate::keys::verified_count().unwrap(), before + 1);
+        // An HS256 token is cheap to check and is not remembered.
+        Spi::run("select auth.promote_signing_key(auth.create_signing_key('HS256') ->> 'kid')")
+            .unwrap();
+        let hs = Spi::get_one::<String>("select auth.sign_jwt('{\"sub\":\"y\"}')")
+            .unwrap()
+            .unwrap();
+        assert_eq!(try_verify(&hs), "ok");
+        assert_eq!(try_verify(&token), "ok");
+        assert_eq!(crate::keys::verified_count().unwrap(), 1);
+        // Revocation drops the memory at once: the remembered token now fails.
+        Spi::run("select auth.revoke_signing_key('cache-test')").unwrap();
+        assert_eq!(crate::keys::verified_count().unwrap(), 0);
+        assert_eq!(
+            try_verify(&token),
+            "28000 bad_jwt: signing key \"cache-test\" has been revoked"
+        );
+    }
 }

@@ -248,7 +248,8 @@ pub fn issue(
         now,
         now + lifetime,
     );
-    let access_token = jwt::sign(&claims, &keys::signing_key()?);
+    let access_token = jwt::sign(&claims, &keys::signing_key()?)
+        .map_err(|e| AuthError::Unexpected(e.to_string()))?;
     Ok(json!({
         "access_token": access_token,
         "token_type": "bearer",

@@ -15,9 +15,7 @@ use serde_json::{Map, Value};
 pub fn verify(token: Option<&str>) -> AuthResult<Map<String, Value>> {
     let token = token.ok_or_else(|| AuthError::BadJwt("token is required".into()))?;
     let policy = config::verify_policy();
-    let now = unix_now();
-    keys::with_verification_keys(|keys| jwt::verify(token, keys, now, &policy))?
-        .map_err(|e| AuthError::BadJwt(e.to_string()))
+    keys::verify(token, unix_now(), &policy, policy.leeway)
 }
 
 /// auth.verify_jwt(token): the claims of a valid token, or SQLSTATE 28000 `bad_jwt`.
@@ -81,7 +79,7 @@ fn sign_jwt_impl(claims: Option<&str>) -> AuthResult<String> {
     claims
         .entry("iat")
         .or_insert_with(|| Value::from(unix_now()));
-    Ok(jwt::sign(&claims, &keys::signing_key()?))
+    jwt::sign(&claims, &keys::signing_key()?).map_err(|e| AuthError::Unexpected(e.to_string()))
 }
 
 /// Internal: called by the SECURITY DEFINER wrapper auth.sign_jwt (service_role only).

@@ -1,6 +1,6 @@
 """ALTER EXTENSION auth_ext UPDATE from the previous version: data and tokens survive,
 the new features work, and the upgraded schema is exactly a fresh install's.
-scripts/test.sh installs sql/archive/auth_ext--0.1.0.sql beside the current version."""
+scripts/test.sh installs the released scripts kept in sql/archive beside the current version."""
 
 import psycopg
 import pytest
@@ -56,10 +56,11 @@ def fingerprint(db):
     return sorted(line.split(" ", 3)[-1] if line.startswith("comment ") else line for line in text.split("\n"))
 
 
-def test_update_from_the_previous_version_keeps_everything_and_matches_a_fresh_install():
-    fresh(OLD, "0.1.0")
+@pytest.mark.parametrize("old", ["0.1.0", "0.2.0"])
+def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_install(old):
+    fresh(OLD, old)
     with admin(OLD) as c:
-        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.1.0"
+        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == old
         c.execute("select auth.set_jwt_secret('upgrade-secret-upgrade-secret-upgrade-0')")
         sessions = [
             c.execute("select auth.sign_up(%s, %s) as s", (f"up{i}@example.io", f"upgrade-password-{i}")).fetchone()["s"]
@@ -67,7 +68,7 @@ def test_update_from_the_previous_version_keeps_everything_and_matches_a_fresh_i
         ]
     with admin(OLD) as c:
         c.execute("alter extension auth_ext update")
-        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.2.0"
+        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.3.0"
     with admin(OLD) as c:
         for i, s in enumerate(sessions):
             assert c.execute("select auth.sign_in(%s, %s) as s", (f"up{i}@example.io", f"upgrade-password-{i}")).fetchone()["s"]
@@ -82,5 +83,13 @@ def test_update_from_the_previous_version_keeps_everything_and_matches_a_fresh_i
         with pytest.raises(psycopg.Error) as e:
             c.execute("select auth.sign_in('up0@example.io', 'upgrade-password-0')")
         assert e.value.sqlstate == "53400"
+        c.execute("reset auth.lockout_max_failures")
+        # 0.3.0's keys: the old HS256 key got a kid, tokens issued before the update (no
+        # kid) still verify after a rotation to ES256, and new tokens name the new key.
+        assert c.execute("select count(*) as n from auth.signing_keys where kid is null").fetchone()["n"] == 0
+        kid = c.execute("select auth.create_signing_key('ES256') ->> 'kid' as k").fetchone()["k"]
+        c.execute("select auth.promote_signing_key(%s)", (kid,))
+        assert c.execute("select auth.verify_jwt(%s) ->> 'email' as e", (sessions[1]["access_token"],)).fetchone()["e"] == "up1@example.io"
+        assert c.execute("select auth.jwks() -> 'keys' -> 0 ->> 'kid' as k").fetchone()["k"] == kid
     fresh(NEW)
     assert fingerprint(OLD) == fingerprint(NEW)

@@ -60,6 +60,42 @@ set local role service_role;
 select auth.verify_jwt(auth.sign_jwt('{"role": "anon"}')) ->> 'role' as service_role_minted;
 reset role;
 
+-- Keys and trusted issuers: managed by service_role, never readable by the API roles;
+-- the public keys are for everyone and hold no private or symmetric part.
+set local role authenticated;
+select try($$select auth.create_signing_key('ES256')$$);
+select try($$select auth.import_signing_key('{"kty":"oct","k":"c2VjcmV0"}')$$);
+select try($$select auth.promote_signing_key('x')$$);
+select try($$select auth.revoke_signing_key('x')$$);
+select try($$select * from auth.list_signing_keys()$$);
+select try($$select auth.set_trusted_issuer('https://evil.example', '{"keys":[]}', '{a}')$$);
+select try($$select auth.drop_trusted_issuer('https://evil.example')$$);
+select try($$select auth._new_key_material('ES256', null, 'k')$$);
+select try('select * from auth.trusted_issuers');
+select jsonb_typeof(auth.jwks() -> 'keys') as jwks_for_authenticated;
+reset role;
+set local role anon;
+select try($$select auth.create_signing_key('ES256')$$);
+select jsonb_typeof(auth.jwks() -> 'keys') as jwks_for_anon;
+reset role;
+set local role service_role;
+select auth.create_signing_key('EdDSA', 'priv-test') ->> 'state' as service_role_creates;
+select count(*) filter (where kid = 'priv-test') as listed,
+       bool_and(public_jwk is null or not public_jwk ?| array['d', 'p', 'q', 'k']) as no_private_part
+  from auth.list_signing_keys();
+select try('select secret from auth.signing_keys');
+reset role;
+select auth.create_signing_key('RS256', 'priv-rsa') ->> 'kid' as kid;
+select auth.create_signing_key('ES256', 'priv-ec') ->> 'kid' as kid;
+select auth.create_signing_key('HS256', 'priv-hs') ->> 'kid' as kid;
+select k ->> 'kid' as kid, k ->> 'kty' as kty, k ->> 'alg' as alg,
+       k ?| array['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'] as has_private_member
+  from jsonb_array_elements(auth.jwks() -> 'keys') k
+ where k ->> 'kid' like 'priv-%' order by 1;
+-- No secret of any key appears in the JWKS text.
+select count(*) as secrets_in_jwks from auth.signing_keys k
+ where k.secret is not null and strpos(auth.jwks()::text, k.secret) > 0;
+
 -- A search_path hijack: a caller's public.lower / public.now do not reach sign_up/sign_in.
 create function public.lower(text) returns text language sql as $$ select 'hijacked@example.io' $$;
 create function public.now() returns timestamptz language sql as $$ select '2000-01-01'::timestamptz $$;
