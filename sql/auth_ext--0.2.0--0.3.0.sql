@@ -148,6 +148,25 @@ $$;
 comment on function auth.import_signing_key(text, text, text) is
   'Import a private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC; or a private JWK) as a standby signing key.';
 
+-- The key named kid, locked against concurrent key changes: one rotation at a time (two
+-- concurrent promotions would both demote and then race on the one-in_use index).
+create function auth._lock_signing_key(kid text) returns auth.signing_keys
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  r auth.signing_keys;
+begin
+  lock table auth.signing_keys in share row exclusive mode;
+  select * into r from auth.signing_keys s where s.kid = _lock_signing_key.kid;
+  if not found then
+    raise exception 'validation_failed: no signing key with kid "%"', pg_catalog.left(kid, 200)
+      using errcode = '22023';
+  end if;
+  return r;
+end
+$$;
+
 create function auth.promote_signing_key(kid text) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -155,14 +174,7 @@ as $$
 declare
   r auth.signing_keys;
 begin
-  -- One rotation at a time: two concurrent promotions would both demote and then race
-  -- on the one-in_use index.
-  lock table auth.signing_keys in share row exclusive mode;
-  select * into r from auth.signing_keys s where s.kid = promote_signing_key.kid;
-  if not found then
-    raise exception 'validation_failed: no signing key with kid "%"', pg_catalog.left(kid, 200)
-      using errcode = '22023';
-  end if;
+  r := auth._lock_signing_key(kid);
   if r.state = 'revoked' then
     raise exception 'validation_failed: signing key "%" is revoked and cannot be used again', r.kid
       using errcode = '55000';
@@ -191,12 +203,7 @@ as $$
 declare
   r auth.signing_keys;
 begin
-  lock table auth.signing_keys in share row exclusive mode;
-  select * into r from auth.signing_keys s where s.kid = revoke_signing_key.kid;
-  if not found then
-    raise exception 'validation_failed: no signing key with kid "%"', pg_catalog.left(kid, 200)
-      using errcode = '22023';
-  end if;
+  r := auth._lock_signing_key(kid);
   if r.state = 'in_use' then
     raise exception 'validation_failed: signing key "%" is in use; promote another key first', r.kid
       using errcode = '55000';
@@ -321,7 +328,7 @@ comment on function auth.drop_trusted_issuer(text) is
 
 revoke all on function auth._check_jwks(jsonb), auth._new_key_material(text, text, text),
   auth._signing_key_json(auth.signing_keys), auth._audit_admin(text, jsonb),
-  auth._add_signing_key(text, text, text) from public;
+  auth._add_signing_key(text, text, text), auth._lock_signing_key(text) from public;
 revoke all on function auth.create_signing_key(text, text), auth.import_signing_key(text, text, text),
   auth.promote_signing_key(text), auth.revoke_signing_key(text), auth.list_signing_keys(),
   auth.set_trusted_issuer(text, jsonb, text[], text[], jsonb, text), auth.drop_trusted_issuer(text),

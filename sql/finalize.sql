@@ -165,6 +165,25 @@ $$;
 comment on function auth.import_signing_key(text, text, text) is
   'Import a private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC; or a private JWK) as a standby signing key.';
 
+-- The key named kid, locked against concurrent key changes: one rotation at a time (two
+-- concurrent promotions would both demote and then race on the one-in_use index).
+create function auth._lock_signing_key(kid text) returns auth.signing_keys
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  r auth.signing_keys;
+begin
+  lock table auth.signing_keys in share row exclusive mode;
+  select * into r from auth.signing_keys s where s.kid = _lock_signing_key.kid;
+  if not found then
+    raise exception 'validation_failed: no signing key with kid "%"', pg_catalog.left(kid, 200)
+      using errcode = '22023';
+  end if;
+  return r;
+end
+$$;
+
 create function auth.promote_signing_key(kid text) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -172,14 +191,7 @@ as $$
 declare
   r auth.signing_keys;
 begin
-  -- One rotation at a time: two concurrent promotions would both demote and then race
-  -- on the one-in_use index.
-  lock table auth.signing_keys in share row exclusive mode;
-  select * into r from auth.signing_keys s where s.kid = promote_signing_key.kid;
-  if not found then
-    raise exception 'validation_failed: no signing key with kid "%"', pg_catalog.left(kid, 200)
-      using errcode = '22023';
-  end if;
+  r := auth._lock_signing_key(kid);
   if r.state = 'revoked' then
     raise exception 'validation_failed: signing key "%" is revoked and cannot be used again', r.kid
       using errcode = '55000';
@@ -208,12 +220,7 @@ as $$
 declare
   r auth.signing_keys;
 begin
-  lock table auth.signing_keys in share row exclusive mode;
-  select * into r from auth.signing_keys s where s.kid = revoke_signing_key.kid;
-  if not found then
-    raise exception 'validation_failed: no signing key with kid "%"', pg_catalog.left(kid, 200)
-      using errcode = '22023';
-  end if;
+  r := auth._lock_signing_key(kid);
   if r.state = 'in_use' then
     raise exception 'validation_failed: signing key "%" is in use; promote another key first', r.kid
       using errcode = '55000';
