@@ -31,13 +31,20 @@ fn pem<E: std::fmt::Display>(r: Result<impl AsRef<str>, E>) -> Res<String> {
         .map_err(|e| format!("cannot encode the key: {e}"))
 }
 
-fn rsa_material(private: RsaPrivateKey) -> Res<Material> {
-    let bits = private.size() * 8;
-    if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
-        return Err(format!(
+/// The modulus size rule, for our keys and issuers' keys alike.
+fn check_rsa_bits(key: &impl PublicKeyParts) -> Res<()> {
+    let bits = key.size() * 8;
+    if (RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+        Ok(())
+    } else {
+        Err(format!(
             "RSA keys must have {RSA_MIN_BITS} to {RSA_MAX_BITS} bits, this one has {bits}"
-        ));
+        ))
     }
+}
+
+fn rsa_material(private: RsaPrivateKey) -> Res<Material> {
+    check_rsa_bits(&private)?;
     private
         .validate()
         .map_err(|_| "the RSA private key is inconsistent".to_string())?;
@@ -51,12 +58,7 @@ fn rsa_material(private: RsaPrivateKey) -> Res<Material> {
 }
 
 fn rsa_public(public: RsaPublicKey) -> Res<Material> {
-    let bits = public.size() * 8;
-    if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
-        return Err(format!(
-            "RSA keys must have {RSA_MIN_BITS} to {RSA_MAX_BITS} bits, this one has {bits}"
-        ));
-    }
+    check_rsa_bits(&public)?;
     Ok(Material::Rs256 {
         private: None,
         public: Box::new(rsa::pkcs1v15::VerifyingKey::<RsaSha256>::new(public)),

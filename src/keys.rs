@@ -273,35 +273,23 @@ pub fn public_jwks() -> AuthResult<Value> {
 /// Verify `token`: a token whose `iss` names a trusted issuer is checked with that issuer's
 /// keys, audiences and role map only; every other token with our own keys and `own`
 /// policy. Asymmetric signatures are checked once per backend and token.
-pub fn verify(
-    token: &str,
-    now: i64,
-    own: &VerifyPolicy,
-    leeway: i64,
-) -> AuthResult<Map<String, Value>> {
+pub fn verify(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<Map<String, Value>> {
     let bad = |e: JwtError| AuthError::BadJwt(e.to_string());
     with_cache(|c| {
         let cached = c.verified.borrow().get(token).cloned();
-        let claims = match cached {
-            Some(claims) => claims,
+        let (claims, issuer) = match cached {
+            Some(claims) => {
+                let issuer = issuer_of(c, &claims);
+                (claims, issuer)
+            }
             None => {
                 let parsed = jwt::parse(token).map_err(bad)?;
                 let claims = parsed.claims().map_err(bad)?;
-                match issuer_of(c, &claims) {
-                    Some(issuer) => parsed.verify_signature(&issuer.keys).map_err(|e| match e {
-                        JwtError::UnknownKid(_) | JwtError::NoKey(_) => AuthError::BadJwt(format!(
-                            "{e} in the key set of issuer \"{}\"",
-                            claims
-                                .get("iss")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                        )),
-                        e => bad(e),
-                    })?,
-                    None => parsed
-                        .verify_signature(&c.verify)
-                        .map_err(|e| untrusted_issuer(&claims, e))?,
-                }
+                let issuer = issuer_of(c, &claims);
+                let keys = issuer.map_or(c.verify.as_slice(), |i| i.keys.as_slice());
+                parsed
+                    .verify_signature(keys)
+                    .map_err(|e| key_error(&claims, issuer.is_some(), e))?;
                 if !parsed.alg.is_symmetric() {
                     let mut memo = c.verified.borrow_mut();
                     if memo.len() >= VERIFIED_CAPACITY {
@@ -309,17 +297,17 @@ pub fn verify(
                     }
                     memo.insert(token.to_string(), claims.clone());
                 }
-                claims
+                (claims, issuer)
             }
         };
-        match issuer_of(c, &claims) {
+        match issuer {
             None => {
                 jwt::check_claims(&claims, now, own).map_err(bad)?;
                 Ok(claims)
             }
             Some(issuer) => {
                 let policy = VerifyPolicy {
-                    leeway,
+                    leeway: own.leeway,
                     audiences: issuer.audiences.clone(),
                     issuer: None,
                     require_exp: true,
@@ -331,11 +319,14 @@ pub fn verify(
     })
 }
 
-/// A token from an outside issuer that is not registered fails for want of a key; say so,
-/// rather than only that its kid is unknown.
-fn untrusted_issuer(claims: &Map<String, Value>, e: JwtError) -> AuthError {
-    let iss = claims.get("iss").and_then(Value::as_str);
-    match (&e, iss) {
+/// A token that names no key we have: say whose key set was searched. For a trusted
+/// issuer's token, that issuer's; for any other, ours, and when its `iss` is someone
+/// else's, that this issuer is not trusted (rather than only that its kid is unknown).
+fn key_error(claims: &Map<String, Value>, trusted: bool, e: JwtError) -> AuthError {
+    match (&e, claims.get("iss").and_then(Value::as_str)) {
+        (JwtError::UnknownKid(_) | JwtError::NoKey(_), Some(iss)) if trusted => {
+            AuthError::BadJwt(format!("{e} in the key set of issuer \"{iss}\""))
+        }
         (JwtError::UnknownKid(_) | JwtError::NoKey(_), Some(iss))
             if Some(iss) != crate::config::jwt_issuer().as_deref() =>
         {

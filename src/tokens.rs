@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 pub fn verify(token: Option<&str>) -> AuthResult<Map<String, Value>> {
     let token = token.ok_or_else(|| AuthError::BadJwt("token is required".into()))?;
     let policy = config::verify_policy();
-    keys::verify(token, unix_now(), &policy, policy.leeway)
+    keys::verify(token, unix_now(), &policy)
 }
 
 /// auth.verify_jwt(token): the claims of a valid token, or SQLSTATE 28000 `bad_jwt`.
