@@ -215,6 +215,53 @@ create table auth.trusted_issuers (
 );
 comment on table auth.trusted_issuers is 'auth_ext: third-party token issuers, their JWKS, audiences and role mapping. Change through auth.set_trusted_issuer.';
 
+-- One-time tokens of the account flows (sign-up confirmation, recovery, magic link, email
+-- change, invitation), one per user and purpose: a new one replaces the old. Only hashes
+-- are kept: token_hash is the SHA-256 of the link token (256 random bits), code_hash the
+-- SHA-256 of "<id>:<six-digit code>". relates_to is the address the message went to.
+-- (Supabase's table of the same name keeps one hash, of the email and the code.)
+create table auth.one_time_tokens (
+  id uuid not null primary key,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  token_type text not null,
+  token_hash text not null,
+  code_hash text not null,
+  relates_to text not null,
+  created_at timestamptz not null default now(),
+  expires_at timestamptz not null,
+  constraint one_time_tokens_token_type_check check (token_type in (
+    'confirmation_token', 'recovery_token', 'magiclink_token', 'email_change_token_new', 'invite_token')),
+  constraint one_time_tokens_token_hash_check check (length(token_hash) = 64 and length(code_hash) = 64),
+  constraint one_time_tokens_user_id_token_type_key unique (user_id, token_type)
+);
+comment on table auth.one_time_tokens is 'auth_ext: hashes of pending confirmation, recovery, magic-link, email-change and invite tokens. Owner only.';
+create index one_time_tokens_token_hash_idx on auth.one_time_tokens using hash (token_hash);
+create index one_time_tokens_relates_to_idx on auth.one_time_tokens using hash (relates_to);
+
+-- Messages for the mailer when no delivery hook is set (auth.hook_send_email): the only
+-- place a one-time token exists in plain text. service_role reads them and marks them
+-- sent; each insert is announced with NOTIFY auth_email, '<id>'.
+create table auth.email_outbox (
+  id bigserial primary key,
+  created_at timestamptz not null default now(),
+  user_id uuid references auth.users (id) on delete cascade,
+  recipient text not null,
+  email_action_type text not null,
+  message jsonb not null,
+  sent_at timestamptz
+);
+comment on table auth.email_outbox is 'auth_ext: account-flow messages waiting for the mailer (they hold live tokens). service_role only.';
+create index email_outbox_unsent_idx on auth.email_outbox (id) where sent_at is null;
+
+-- Counters for rate limits other than the sign-in lockout (messages per address),
+-- in fixed windows.
+create table auth.rate_limits (
+  key text not null primary key,
+  window_start timestamptz not null,
+  hits integer not null
+);
+comment on table auth.rate_limits is 'auth_ext: rate-limit counters (messages per address). Owner only.';
+
 -- pg_dump keeps rows of extension tables only when they are registered: without this a
 -- dump and restore would lose every account.
 select pg_catalog.pg_extension_config_dump('auth.users', '');
@@ -226,3 +273,6 @@ select pg_catalog.pg_extension_config_dump('auth.refresh_tokens_id_seq', '');
 select pg_catalog.pg_extension_config_dump('auth.audit_log_entries', '');
 select pg_catalog.pg_extension_config_dump('auth.signing_keys', '');
 select pg_catalog.pg_extension_config_dump('auth.trusted_issuers', '');
+select pg_catalog.pg_extension_config_dump('auth.one_time_tokens', '');
+select pg_catalog.pg_extension_config_dump('auth.email_outbox', '');
+select pg_catalog.pg_extension_config_dump('auth.email_outbox_id_seq', '');

@@ -39,7 +39,15 @@ begin atomic
        where i.user_id = u.id), '[]'::jsonb),
     'created_at', auth._iso(u.created_at),
     'updated_at', auth._iso(u.updated_at),
-    'is_anonymous', u.is_anonymous);
+    'is_anonymous', u.is_anonymous)
+  -- GoTrue's optional fields, present only when set.
+  || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+    'confirmation_sent_at', auth._iso(u.confirmation_sent_at),
+    'recovery_sent_at', auth._iso(u.recovery_sent_at),
+    'email_change_sent_at', auth._iso(u.email_change_sent_at),
+    'new_email', nullif(u.email_change, ''),
+    'invited_at', auth._iso(u.invited_at),
+    'banned_until', auth._iso(u.banned_until)));
 end;
 
 -- Keys: one in_use key signs, whatever its algorithm. A restore (pg_dump/pg_restore) first
@@ -371,13 +379,14 @@ comment on function auth.drop_trusted_issuer(text) is
 -- The public entry points that touch owner-only tables. SECURITY DEFINER so that anon
 -- can sign up and in without any right on auth.*; search_path pinned so no object of the
 -- caller's can stand in for ours. The Rust functions behind them qualify every name.
-create function auth.sign_up(email text, password text, data jsonb default '{}'::jsonb)
+create function auth.sign_up(email text, password text, data jsonb default '{}'::jsonb,
+                             redirect_to text default null)
 returns jsonb
 language sql volatile security definer
 set search_path = pg_catalog, pg_temp
-return auth._sign_up(email, password, data::text);
-comment on function auth.sign_up(text, text, jsonb) is
-  'Create a user with email and password; returns a session object like GoTrue''s /signup.';
+return auth._sign_up_with_redirect(email, password, data::text, redirect_to);
+comment on function auth.sign_up(text, text, jsonb, text) is
+  'Create a user with email and password; returns a session object like GoTrue''s /signup (the user object alone when auth.require_email_confirmation is on).';
 
 comment on function auth.sign_in(text, text) is
   'Password sign-in; returns a session object like GoTrue''s /token?grant_type=password.';
@@ -486,6 +495,8 @@ as $$
 declare
   n_sessions bigint;
   n_tokens bigint;
+  n_otps bigint;
+  n_outbox bigint;
 begin
   if batch_size is null or batch_size < 1 or batch_size > 100000 then
     raise exception 'validation_failed: batch_size must be between 1 and 100000'
@@ -505,11 +516,24 @@ begin
   get diagnostics n_tokens = row_count;
   delete from auth.sign_in_failures f
    where f.window_start < pg_catalog.now() - auth._seconds('auth.lockout_window');
-  return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens);
+  delete from auth.rate_limits r
+   where r.window_start < pg_catalog.now() - auth._seconds('auth.email_rate_window');
+  -- Expired one-time tokens, and outbox messages whose tokens have expired.
+  delete from auth.one_time_tokens d
+   where d.id in (select o.id from auth.one_time_tokens o where o.expires_at < pg_catalog.now()
+                   limit batch_size for update skip locked);
+  get diagnostics n_otps = row_count;
+  delete from auth.email_outbox d
+   where d.id in (select m.id from auth.email_outbox m
+                   where m.created_at < pg_catalog.now() - auth._seconds('auth.otp_expiry')
+                   limit batch_size for update skip locked);
+  get diagnostics n_outbox = row_count;
+  return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens,
+                            'one_time_tokens', n_otps, 'email_outbox', n_outbox);
 end
 $$;
 comment on function auth.cleanup(integer) is
-  'Delete ended sessions and refresh tokens revoked longer than auth.revoked_token_retention, in batches.';
+  'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens and outbox messages, in batches.';
 
 -- Privileges. Nothing in auth is reachable by default; then each function is granted to
 -- the roles that need it. USAGE on the schema lets every role call auth.uid() & co in RLS.
@@ -519,8 +543,18 @@ revoke all on all functions in schema auth from public;
 grant usage on schema auth to public;
 
 grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt() to public;
-grant execute on function auth.sign_up(text, text, jsonb), auth.sign_in(text, text)
+grant execute on function auth.sign_up(text, text, jsonb, text), auth.sign_in(text, text)
   to anon, authenticated, service_role;
+-- Account flows: anyone may ask for a link or code and verify one; auth.user() and
+-- auth.update_user() act on the caller's own user (anon gets no_authorization).
+grant execute on function auth.recover(text, text), auth.sign_in_with_otp(text, boolean, jsonb, text),
+  auth.resend(text, text, text), auth.verify_otp(text, text, text),
+  auth."user"(), auth.update_user(jsonb, text)
+  to anon, authenticated, service_role;
+-- The mailer (connected as, or granted, service_role) reads the outbox and marks or
+-- deletes what it has sent.
+grant select, delete on auth.email_outbox to service_role;
+grant update (sent_at) on auth.email_outbox to service_role;
 -- Safe for every role: verify_jwt reveals only the claims of a token the caller holds, and
 -- authenticate switches only to roles the connection could SET ROLE to anyway. The login
 -- role of a thin API layer (PostgREST's authenticator) calls authenticate itself.

@@ -25,6 +25,15 @@ pub static LOCKOUT_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static LOCKOUT_IP_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static LOCKOUT_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(900);
 pub static ARGON2_ITERATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static REQUIRE_EMAIL_CONFIRMATION: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static OTP_EXPIRY: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static EMAIL_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(4);
+pub static EMAIL_RATE_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static SITE_URL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"http://localhost:3000"));
+pub static REDIRECT_ALLOW_LIST: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static HOOK_SEND_EMAIL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 fn int(
     name: &'static CStr,
@@ -215,12 +224,65 @@ pub fn register() {
         (2, 64),
         plain(),
     );
+    register_flows(secs, plain());
     #[cfg(any(feature = "pg15", feature = "pg16", feature = "pg17", feature = "pg18"))]
     unsafe {
         // Unknown auth.* names become errors instead of silent placeholders (typos in
         // postgresql.conf are reported at load).
         pgrx::pg_sys::MarkGUCPrefixReserved(c"auth".as_ptr());
     }
+}
+
+/// The account flows' settings (confirmation, one-time tokens, mail).
+fn register_flows(secs: GucFlags, plain: GucFlags) {
+    boolean(
+        c"auth.require_email_confirmation",
+        c"Make sign_up return no session until the address is confirmed.",
+        c"The inverse of GoTrue's MAILER_AUTOCONFIRM; unconfirmed users get email_not_confirmed at sign-in.",
+        &REQUIRE_EMAIL_CONFIRMATION,
+    );
+    int(
+        c"auth.otp_expiry",
+        c"Lifetime of confirmation, recovery, magic-link and email-change tokens and codes.",
+        c"An older token fails with otp_expired.",
+        &OTP_EXPIRY,
+        (60, 7 * 24 * 3600),
+        secs,
+    );
+    int(
+        c"auth.email_rate_limit",
+        c"Messages sent to one address within auth.email_rate_window; 0 means no limit.",
+        c"One more fails with over_email_send_rate_limit, whether or not the address has an account.",
+        &EMAIL_RATE_LIMIT,
+        (0, 1_000_000),
+        plain,
+    );
+    int(
+        c"auth.email_rate_window",
+        c"Length of the window in which messages per address are counted.",
+        c"Counting starts at the first message; the count resets when the window has passed.",
+        &EMAIL_RATE_WINDOW,
+        (1, 7 * 24 * 3600),
+        secs,
+    );
+    string(
+        c"auth.site_url",
+        c"The application's URL: site_url in every message, and the redirect_to fallback.",
+        c"GoTrue's SITE_URL.",
+        &SITE_URL,
+    );
+    string(
+        c"auth.redirect_allow_list",
+        c"Comma-separated URL prefixes accepted as redirect_to besides auth.site_url.",
+        c"Any other redirect_to is replaced by auth.site_url (GoTrue's URI_ALLOW_LIST).",
+        &REDIRECT_ALLOW_LIST,
+    );
+    string(
+        c"auth.hook_send_email",
+        c"SQL function (schema.name, one jsonb argument) that delivers account-flow messages.",
+        c"Empty: messages go to auth.email_outbox with a NOTIFY on auth_email.",
+        &HOOK_SEND_EMAIL,
+    );
 }
 
 fn string_setting(s: &GucSetting<Option<CString>>) -> Option<String> {
@@ -231,6 +293,25 @@ fn string_setting(s: &GucSetting<Option<CString>>) -> Option<String> {
 
 pub fn jwt_issuer() -> Option<String> {
     string_setting(&JWT_ISSUER)
+}
+
+pub fn site_url() -> Option<String> {
+    string_setting(&SITE_URL)
+}
+
+pub fn redirect_allow_list() -> Vec<String> {
+    string_setting(&REDIRECT_ALLOW_LIST)
+        .map(|s| {
+            s.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn hook_send_email() -> Option<String> {
+    string_setting(&HOOK_SEND_EMAIL)
 }
 
 pub fn jwt_aud() -> Option<String> {

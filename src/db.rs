@@ -14,9 +14,10 @@ use pgrx::spi::{OwnedPreparedStatement, Query, SpiClient, SpiResult, SpiTupleTab
 use pgrx::PgOid;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 thread_local! {
-    static PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
 
 /// Make sure a kept plan for `query` exists, then hand it to `f`.
@@ -35,11 +36,13 @@ fn with_plan<R>(
             } else {
                 client.prepare(query, &types)?
             };
-            plans.borrow_mut().insert(query, stmt.keep());
+            plans.borrow_mut().insert(query, Rc::new(stmt.keep()));
         }
-        let plans = plans.borrow();
-        match plans.get(query) {
-            Some(stmt) => f(stmt),
+        // The map is not borrowed while the statement runs: it may call a function of
+        // ours that runs statements of its own.
+        let stmt = plans.borrow().get(query).cloned();
+        match stmt {
+            Some(stmt) => f(&stmt),
             None => Err(pgrx::spi::Error::NoTupleTable), // ok: inserted just above
         }
     })
@@ -128,4 +131,12 @@ pub fn write_two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
 /// A writing statement, its result ignored.
 pub fn exec(query: &'static str, args: &[DatumWithOid]) -> AuthResult<()> {
     write_with(query, args, |_| Ok(())).map_err(AuthError::from)
+}
+
+/// A writing statement that returns one JSON value as text (a SQL function of ours),
+/// parsed with our own error rather than pgrx's.
+pub fn write_json(query: &'static str, args: &[DatumWithOid]) -> AuthResult<serde_json::Value> {
+    let text = write_one::<String>(query, args)?
+        .ok_or_else(|| AuthError::Unexpected(format!("no result from: {query}")))?;
+    serde_json::from_str(&text).map_err(|e| AuthError::Unexpected(format!("bad JSON result: {e}")))
 }

@@ -14,6 +14,8 @@ pub enum AuthError {
     InvalidCredentials,
     UserAlreadyExists,
     UserBanned,
+    /// The password was right but the address is not confirmed yet.
+    EmailNotConfirmed,
     WeakPassword(String),
     ValidationFailed(String),
     /// Any token that does not verify; the text says why.
@@ -38,6 +40,7 @@ impl AuthError {
             AuthError::InvalidCredentials => "invalid_credentials",
             AuthError::UserAlreadyExists => "user_already_exists",
             AuthError::UserBanned => "user_banned",
+            AuthError::EmailNotConfirmed => "email_not_confirmed",
             AuthError::WeakPassword(_) => "weak_password",
             AuthError::ValidationFailed(_) => "validation_failed",
             AuthError::BadJwt(_) => "bad_jwt",
@@ -56,6 +59,7 @@ impl AuthError {
         match self {
             AuthError::InvalidCredentials => ERRCODE_INVALID_PASSWORD, // 28P01
             AuthError::UserBanned
+            | AuthError::EmailNotConfirmed
             | AuthError::BadJwt(_)
             | AuthError::RefreshTokenNotFound
             | AuthError::RefreshTokenAlreadyUsed
@@ -78,6 +82,7 @@ impl AuthError {
             AuthError::InvalidCredentials => "Invalid login credentials".into(),
             AuthError::UserAlreadyExists => "User already registered".into(),
             AuthError::UserBanned => "User is banned".into(),
+            AuthError::EmailNotConfirmed => "Email not confirmed".into(),
             AuthError::OverRequestRateLimit => {
                 "Too many failed sign-in attempts; try again later".into()
             }
@@ -107,6 +112,9 @@ impl AuthError {
                 Some("Sign in again to get a new access token.")
             }
             AuthError::UserAlreadyExists => Some("Sign in instead, or use another email."),
+            AuthError::EmailNotConfirmed => {
+                Some("Confirm the address with the link or code sent to it (auth.verify_otp).")
+            }
             AuthError::ReadOnly(_) => Some("Send this call to the primary server."),
             _ => None,
         }

@@ -8,6 +8,7 @@ mod claims;
 mod config;
 mod db;
 mod error;
+mod flows;
 mod jwk;
 mod jwt;
 mod keys;
@@ -22,6 +23,7 @@ mod users;
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/bootstrap.sql", bootstrap);
+extension_sql_file!("../sql/flows.sql", name = "flows");
 extension_sql_file!("../sql/finalize.sql", finalize);
 
 #[pg_guard]

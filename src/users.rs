@@ -9,6 +9,7 @@ use crate::error::{require_primary, AuthError, AuthResult, OrRaise};
 use crate::password::{self, Cost, Verdict};
 use crate::request;
 use crate::sessions;
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 
@@ -105,6 +106,11 @@ fn password_policy(password: Option<&str>) -> AuthResult<&str> {
     Ok(password)
 }
 
+/// An argon2id hash of a new password that meets the policy.
+pub fn hash_new_password(password: Option<&str>) -> AuthResult<String> {
+    password::hash(password_policy(password)?, cost())
+}
+
 /// A new session for a password sign-up or sign-in, with its audit entry.
 fn password_session(
     user_id: pgrx::Uuid,
@@ -125,13 +131,14 @@ fn sign_up_impl(
     email: Option<&str>,
     password: Option<&str>,
     data: Option<&str>,
+    redirect_to: Option<&str>,
 ) -> AuthResult<Value> {
     require_primary("sign-up")?;
     let email = normalize_email(email)?;
     // Cheap checks first: the metadata before the password policy, hashing last.
     let metadata = parse_metadata(data)?;
-    let password = password_policy(password)?;
-    let hash = password::hash(password, cost())?;
+    let hash = hash_new_password(password)?;
+    let confirm = config::REQUIRE_EMAIL_CONFIRMATION.get();
 
     // ON CONFLICT DO NOTHING: a concurrent sign-up of the same email waits for the first
     // to commit, then inserts nothing, and we report one clean user_already_exists.
@@ -140,18 +147,34 @@ fn sign_up_impl(
              email_confirmed_at, raw_app_meta_data, raw_user_meta_data, is_super_admin, \
              created_at, updated_at, last_sign_in_at, is_anonymous) \
          values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), \
-             'authenticated', 'authenticated', $1, $2, pg_catalog.now(), \
+             'authenticated', 'authenticated', $1, $2, case when $4 then null else pg_catalog.now() end, \
              '{\"provider\": \"email\", \"providers\": [\"email\"]}', $3::pg_catalog.jsonb, false, \
-             pg_catalog.now(), pg_catalog.now(), pg_catalog.now(), false) \
+             pg_catalog.now(), pg_catalog.now(), case when $4 then null else pg_catalog.now() end, false) \
          on conflict do nothing \
          returning id",
         &[
             email.as_str().into(),
-            hash.into(),
+            hash.clone().into(),
             metadata.to_string().into(),
+            confirm.into(),
         ],
-    )?
-    .ok_or(AuthError::UserAlreadyExists)?;
+    )?;
+    let Some(user_id) = user_id else {
+        if !confirm {
+            return Err(AuthError::UserAlreadyExists);
+        }
+        // With confirmation on, GoTrue answers a repeated sign-up like a new one, so that
+        // sign_up does not reveal which addresses have accounts (sql/flows.sql).
+        return db::write_json(
+            "select auth._repeated_sign_up($1, $2, $3::pg_catalog.jsonb, $4)::pg_catalog.text",
+            &[
+                email.as_str().into(),
+                hash.into(),
+                metadata.to_string().into(),
+                redirect_to.into(),
+            ],
+        );
+    };
 
     let identity = json!({
         "sub": user_id.to_string(),
@@ -166,10 +189,16 @@ fn sign_up_impl(
         &[user_id.into(), identity.to_string().into()],
     )?;
 
+    if confirm {
+        // No session: the user object, and a confirmation on its way (sql/flows.sql).
+        return db::write_json(
+            "select auth._confirm_sign_up($1, $2)::pg_catalog.text",
+            &[user_id.into(), redirect_to.into()],
+        );
+    }
     password_session(user_id, "user_signedup", &request::current())
 }
 
-/// Audit a failed sign-in in a transaction of its own: the error that follows aborts ours.
 /// The lockout counter of an account.
 fn account_key(email: &str) -> String {
     format!("email:{email}")
@@ -180,23 +209,20 @@ fn ip_key(req: &request::RequestInfo) -> Option<String> {
     req.ip.map(|ip| format!("ip:{ip}"))
 }
 
-/// Record a failed sign-in in a transaction of its own (the error that follows aborts
-/// ours): the audit entry and the lockout counters. Returns the error to raise.
-fn failed_sign_in(
-    email: &str,
+/// Record a failed attempt in a transaction of its own (the error that follows aborts
+/// ours): the login_failed audit entry and the lockout counters of the account (when the
+/// address is known) and of the client IP.
+pub fn record_failure(
+    email: Option<&str>,
     user_id: Option<pgrx::Uuid>,
     req: &request::RequestInfo,
-    error: AuthError,
-) -> AuthError {
+    traits: Value,
+) {
     let id = user_id.map(|u| u.to_string());
-    let entry = sessions::audit_entry(
-        "login_failed",
-        id.as_deref(),
-        Some(email),
-        req,
-        json!({"provider": "email", "reason": error.code()}),
-    );
-    let keys: Vec<String> = std::iter::once(account_key(email))
+    let entry = sessions::audit_entry("login_failed", id.as_deref(), email, req, traits);
+    let keys: Vec<String> = email
+        .map(account_key)
+        .into_iter()
         .chain(ip_key(req))
         .collect();
     let job = json!({
@@ -207,8 +233,23 @@ fn failed_sign_in(
         },
     });
     if let Err(e) = crate::autonomous::run(&job) {
-        pgrx::warning!("auth_ext: could not audit a failed sign-in: {e}");
+        pgrx::warning!("auth_ext: could not record a failed attempt: {e}");
     }
+}
+
+/// A failed sign-in: recorded, then returned for raising.
+fn failed_sign_in(
+    email: &str,
+    user_id: Option<pgrx::Uuid>,
+    req: &request::RequestInfo,
+    error: AuthError,
+) -> AuthError {
+    record_failure(
+        Some(email),
+        user_id,
+        req,
+        json!({"provider": "email", "reason": error.code()}),
+    );
     error
 }
 
@@ -217,38 +258,69 @@ fn sign_in_impl(email: Option<&str>, password: Option<&str>) -> AuthResult<Value
     sign_in_checked(email, password)
 }
 
+/// Whether the account ($2) or the client IP ($3) has reached its failure limit ($4, $5)
+/// within the window ($6 seconds). A macro so that the sign-in lookup can embed it.
+macro_rules! locked_sql {
+    () => {
+        "select coalesce(bool_or((f.key = $2 and $4 > 0 and f.failures >= $4) \
+                              or (f.key = $3 and $5 > 0 and f.failures >= $5)), false) as locked \
+           from auth.sign_in_failures f \
+          where f.key = any (array[$2, $3]) \
+            and f.window_start > pg_catalog.now() - pg_catalog.make_interval(0, 0, 0, 0, 0, 0, $6)"
+    };
+}
+
+fn lockout_args(email: Option<&str>, req: &request::RequestInfo) -> [DatumWithOid<'static>; 6] {
+    [
+        email.map(str::to_string).into(),
+        email.map(account_key).into(),
+        ip_key(req).into(),
+        config::LOCKOUT_MAX_FAILURES.get().into(),
+        config::LOCKOUT_IP_MAX_FAILURES.get().into(),
+        config::LOCKOUT_WINDOW.get().into(),
+    ]
+}
+
+/// Is the account of `email` (when given) or the request's client IP locked out?
+pub fn locked_out(email: Option<&str>, req: &request::RequestInfo) -> AuthResult<bool> {
+    Ok(db::read_one::<bool>(locked_sql!(), &lockout_args(email, req))?.unwrap_or(false))
+}
+
+/// What sign-in needs to know about a user: id, stored hash, banned, email confirmed.
+type SignInRow = (
+    Option<pgrx::Uuid>,
+    Option<String>,
+    Option<bool>,
+    Option<bool>,
+);
+
 /// The lockout verdict for the account and the client IP, and the user: one statement.
 /// A locked account or IP is refused before any password work, so even the right password
-/// waits for the window to pass. Returns (id, stored hash, banned) of the user, if any.
-fn lookup_for_sign_in(
-    email: &str,
-    req: &request::RequestInfo,
-) -> AuthResult<(Option<pgrx::Uuid>, Option<String>, Option<bool>)> {
-    let per_account = config::LOCKOUT_MAX_FAILURES.get();
-    let per_ip = config::LOCKOUT_IP_MAX_FAILURES.get();
+/// waits for the window to pass.
+fn lookup_for_sign_in(email: &str, req: &request::RequestInfo) -> AuthResult<SignInRow> {
     let (locked, found) = db::read_row(
-        "select l.locked, u.id, u.encrypted_password, coalesce(u.banned_until > pg_catalog.now(), false) \
-           from (select coalesce(bool_or((f.key = $2 and $4 > 0 and f.failures >= $4) \
-                                      or (f.key = $3 and $5 > 0 and f.failures >= $5)), false) as locked \
-                   from auth.sign_in_failures f \
-                  where f.key = any (array[$2, $3]) \
-                    and f.window_start > pg_catalog.now() - pg_catalog.make_interval(0, 0, 0, 0, 0, 0, $6)) l \
-           left join auth.users u \
-             on pg_catalog.lower(u.email) = pg_catalog.lower($1) \
-            and u.is_sso_user = false and u.deleted_at is null",
-        &[
-            email.into(),
-            account_key(email).into(),
-            ip_key(req).into(),
-            per_account.into(),
-            per_ip.into(),
-            config::LOCKOUT_WINDOW.get().into(),
-        ],
+        concat!(
+            "select l.locked, u.id, u.encrypted_password, \
+                    coalesce(u.banned_until > pg_catalog.now(), false), \
+                    u.email_confirmed_at is not null \
+               from (",
+            locked_sql!(),
+            ") l \
+               left join auth.users u \
+                 on pg_catalog.lower(u.email) = pg_catalog.lower($1) \
+                and u.is_sso_user = false and u.deleted_at is null"
+        ),
+        &lockout_args(Some(email), req),
         |t| {
             let r = t.first();
             Ok((
                 r.get::<bool>(1)?.unwrap_or(false),
-                (r.get::<pgrx::Uuid>(2)?, r.get::<String>(3)?, r.get::<bool>(4)?),
+                (
+                    r.get::<pgrx::Uuid>(2)?,
+                    r.get::<String>(3)?,
+                    r.get::<bool>(4)?,
+                    r.get::<bool>(5)?,
+                ),
             ))
         },
     )?;
@@ -283,7 +355,7 @@ fn _sign_in_without_password_check(email: &str) -> pgrx::JsonB {
         let email = normalize_email(Some(email))?;
         let req = request::current();
         match lookup_for_sign_in(&email, &req)? {
-            (Some(user_id), _, Some(false)) => complete_sign_in(user_id, &email, &req),
+            (Some(user_id), _, Some(false), _) => complete_sign_in(user_id, &email, &req),
             _ => Err(AuthError::InvalidCredentials),
         }
     })();
@@ -304,11 +376,14 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
     let cost = cost();
     let req = request::current();
     let found = lookup_for_sign_in(&email, &req)?;
-    let (user_id, stored, banned) = match found {
-        (Some(id), Some(stored), banned) if !stored.is_empty() => {
-            (id, stored, banned.unwrap_or(false))
-        }
-        (id, _, _) => {
+    let (user_id, stored, banned, confirmed) = match found {
+        (Some(id), Some(stored), banned, confirmed) if !stored.is_empty() => (
+            id,
+            stored,
+            banned.unwrap_or(false),
+            confirmed.unwrap_or(false),
+        ),
+        (id, _, _, _) => {
             // Unknown email or no password: do the work a real check does, then fail alike.
             password::burn_verification(password, cost);
             return Err(failed_sign_in(
@@ -337,6 +412,15 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
             AuthError::UserBanned,
         ));
     }
+    // Also only after the password: an unconfirmed address is not revealed either.
+    if !confirmed && config::REQUIRE_EMAIL_CONFIRMATION.get() {
+        return Err(failed_sign_in(
+            &email,
+            Some(user_id),
+            &req,
+            AuthError::EmailNotConfirmed,
+        ));
+    }
     if verdict == Verdict::MatchNeedsRehash {
         let upgraded = password::hash(password, cost)?;
         db::exec(
@@ -356,8 +440,20 @@ fn _verify_password(password: &str, hash: &str) -> bool {
 
 /// Internal: called by the SECURITY DEFINER wrapper auth.sign_up.
 #[pg_extern(volatile)]
+fn _sign_up_with_redirect(
+    email: Option<&str>,
+    password: Option<&str>,
+    data: Option<&str>,
+    redirect_to: Option<&str>,
+) -> pgrx::JsonB {
+    pgrx::JsonB(sign_up_impl(email, password, data, redirect_to).or_raise())
+}
+
+/// The wrapper of versions before 0.4.0: a database not yet updated (ALTER EXTENSION
+/// auth_ext UPDATE) calls it with the new library, so its signature never changes.
+#[pg_extern(volatile)]
 fn _sign_up(email: Option<&str>, password: Option<&str>, data: Option<&str>) -> pgrx::JsonB {
-    pgrx::JsonB(sign_up_impl(email, password, data).or_raise())
+    pgrx::JsonB(sign_up_impl(email, password, data, None).or_raise())
 }
 
 /// auth.sign_in(email, password). SECURITY DEFINER (anon may sign in without any right on

@@ -56,7 +56,7 @@ def fingerprint(db):
     return sorted(line.split(" ", 3)[-1] if line.startswith("comment ") else line for line in text.split("\n"))
 
 
-@pytest.mark.parametrize("old", ["0.1.0", "0.2.0"])
+@pytest.mark.parametrize("old", ["0.1.0", "0.2.0", "0.3.0"])
 def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_install(old):
     fresh(OLD, old)
     with admin(OLD) as c:
@@ -68,7 +68,7 @@ def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_ins
         ]
     with admin(OLD) as c:
         c.execute("alter extension auth_ext update")
-        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.3.0"
+        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.4.0"
     with admin(OLD) as c:
         for i, s in enumerate(sessions):
             assert c.execute("select auth.sign_in(%s, %s) as s", (f"up{i}@example.io", f"upgrade-password-{i}")).fetchone()["s"]
@@ -91,5 +91,13 @@ def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_ins
         c.execute("select auth.promote_signing_key(%s)", (kid,))
         assert c.execute("select auth.verify_jwt(%s) ->> 'email' as e", (sessions[1]["access_token"],)).fetchone()["e"] == "up1@example.io"
         assert c.execute("select auth.jwks() -> 'keys' -> 0 ->> 'kid' as k").fetchone()["k"] == kid
+        # 0.4.0's account flows on a user from before the update: recovery through the
+        # outbox, then the new password.
+        c.execute("select auth.recover('up2@example.io')")
+        link = c.execute("select message -> 'email_data' ->> 'token_hash' as t from auth.email_outbox").fetchone()["t"]
+        s = c.execute("select auth.verify_otp(null, %s, 'recovery') as s", (link,)).fetchone()["s"]
+        c.execute("select set_config('request.jwt.claims', auth.verify_jwt(%s)::text, false)", (s["access_token"],))
+        c.execute("""select auth.update_user('{"password": "upgraded-password-2"}')""")
+        assert c.execute("select auth.sign_in('up2@example.io', 'upgraded-password-2') ->> 'token_type' as t").fetchone()["t"] == "bearer"
     fresh(NEW)
     assert fingerprint(OLD) == fingerprint(NEW)

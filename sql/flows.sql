@@ -1,0 +1,557 @@
+-- auth_ext account flows: the current user, profile and password changes, sign-up
+-- confirmation, recovery, magic links and six-digit codes, email change, and the delivery
+-- of their messages. The Rust helpers they call (auth._new_otp, auth._hash_password,
+-- auth._start_session, ...) are in src/flows.rs.
+--
+-- Every public function here is SECURITY DEFINER (the tables are the owner's alone) with
+-- search_path pinned to pg_catalog, pg_temp, and qualifies every name. Bodies are plpgsql
+-- because they call functions that are created later in the install script.
+-- Tokens: the link token has 256 random bits; the six-digit code is guessable in a
+-- million tries, so every wrong code counts toward the sign-in lockout.
+
+-- SHA-256 (hex) of a token: what auth.one_time_tokens stores.
+create function auth._otp_hash(token text) returns text
+language sql immutable parallel safe
+return pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8')), 'hex');
+
+-- Count one hit against a fixed-window limit; true while within it. max <= 0: no limit.
+create function auth._rate_limit(key text, max integer, window_seconds integer) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  n integer;
+begin
+  if max <= 0 then
+    return true;
+  end if;
+  insert into auth.rate_limits as r (key, window_start, hits)
+  values (_rate_limit.key, pg_catalog.now(), 1)
+  on conflict on constraint rate_limits_pkey do update
+     set hits = case when r.window_start > pg_catalog.now() - pg_catalog.make_interval(secs => window_seconds)
+                     then r.hits + 1 else 1 end,
+         window_start = case when r.window_start > pg_catalog.now() - pg_catalog.make_interval(secs => window_seconds)
+                             then r.window_start else pg_catalog.now() end
+  returning r.hits into n;
+  return n <= max;
+end
+$$;
+
+-- One more message to `address`, or over_email_send_rate_limit. Counted before the
+-- address is looked up, so the limit says nothing about whether it has an account.
+create function auth._count_email_send(address text, s jsonb) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not auth._rate_limit('email_send:' || address, (s ->> 'email_rate_limit')::integer,
+                          (s ->> 'email_rate_window')::integer) then
+    raise exception 'over_email_send_rate_limit: Email rate limit exceeded'
+      using errcode = '53400',
+            hint = 'Too many messages to this address; wait for auth.email_rate_window to pass.';
+  end if;
+end
+$$;
+
+-- Hand a message to the delivery hook (auth.hook_send_email) or, by default, to
+-- auth.email_outbox with a NOTIFY. The message has the shape of Supabase's send-email hook
+-- payload, so a hook written for Supabase works here.
+create function auth._deliver(uid uuid, address text, action text, message jsonb, hook text)
+returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  fn regprocedure;
+  id bigint;
+  result jsonb;
+begin
+  if hook is null then
+    insert into auth.email_outbox (user_id, recipient, email_action_type, message)
+    values (uid, address, action, message)
+    returning email_outbox.id into id;
+    -- The id only: the token never travels on the notification channel.
+    perform pg_catalog.pg_notify('auth_email', id::text);
+    return;
+  end if;
+  fn := pg_catalog.to_regprocedure(hook || '(jsonb)');
+  if fn is null then
+    raise exception 'unexpected_failure: auth.hook_send_email is "%", but no function %(jsonb) exists', hook, hook
+      using errcode = '42883', hint = 'Create the function or reset auth.hook_send_email.';
+  end if;
+  begin
+    execute pg_catalog.format('select pg_catalog.to_jsonb(%s($1))', fn::regproc) into result using message;
+  exception when others then
+    raise exception 'unexpected_failure: the send-email hook % failed: %', fn::regproc, sqlerrm
+      using errcode = '39000';
+  end;
+  if pg_catalog.jsonb_typeof(result) = 'object' and result ? 'error' then
+    raise exception 'unexpected_failure: the send-email hook % refused the message: %', fn::regproc,
+      coalesce(result -> 'error' ->> 'message', result ->> 'error')
+      using errcode = '39000';
+  end if;
+end
+$$;
+
+-- Issue a one-time token for `action` (signup, recovery, magiclink, email_change, invite)
+-- to `address`, replacing the user's previous one for the same purpose, and deliver it.
+create function auth._send_otp(uid uuid, action text, address text, s jsonb) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  kind text := case action
+    when 'signup' then 'confirmation_token' when 'recovery' then 'recovery_token'
+    when 'magiclink' then 'magiclink_token' when 'email_change' then 'email_change_token_new'
+    when 'invite' then 'invite_token' end;
+  t text[] := auth._new_otp();
+  tid uuid := pg_catalog.gen_random_uuid();
+  u auth.users;
+begin
+  insert into auth.one_time_tokens as o (id, user_id, token_type, token_hash, code_hash, relates_to, created_at, expires_at)
+  values (tid, uid, kind, auth._otp_hash(t[1]), auth._otp_hash(tid::text || ':' || t[2]), address,
+          pg_catalog.now(), pg_catalog.now() + pg_catalog.make_interval(secs => (s ->> 'otp_expiry')::integer))
+  on conflict on constraint one_time_tokens_user_id_token_type_key do update
+     set id = excluded.id, token_hash = excluded.token_hash, code_hash = excluded.code_hash,
+         relates_to = excluded.relates_to, created_at = excluded.created_at, expires_at = excluded.expires_at;
+  update auth.users x
+     set confirmation_sent_at = case when action = 'signup' then pg_catalog.now() else x.confirmation_sent_at end,
+         recovery_sent_at = case when action in ('recovery', 'magiclink') then pg_catalog.now() else x.recovery_sent_at end,
+         email_change_sent_at = case when action = 'email_change' then pg_catalog.now() else x.email_change_sent_at end,
+         email_change = case when action = 'email_change' then address else x.email_change end,
+         invited_at = case when action = 'invite' then coalesce(x.invited_at, pg_catalog.now()) else x.invited_at end
+   where x.id = uid
+  returning * into u;
+  perform auth._deliver(uid, address, action, pg_catalog.jsonb_build_object(
+    'user', auth._user_json(u),
+    'email_data', pg_catalog.jsonb_build_object(
+      'token', t[2],
+      'token_hash', t[1],
+      'redirect_to', s ->> 'redirect_to',
+      'email_action_type', action,
+      'site_url', s ->> 'site_url',
+      'token_new', '',
+      'token_hash_new', '')), s ->> 'hook');
+end
+$$;
+
+-- sign_up with auth.require_email_confirmation on: the new user gets a confirmation and no
+-- session. Called by auth._sign_up (src/users.rs).
+create function auth._confirm_sign_up(uid uuid, redirect_to text) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  s jsonb := auth._flow_settings(redirect_to);
+  u auth.users;
+begin
+  select * into strict u from auth.users x where x.id = uid;
+  perform auth._count_email_send(u.email, s);
+  perform auth._send_otp(uid, 'signup', u.email, s);
+  perform auth._audit('user_signedup', uid, '{"provider": "email", "confirmation": "sent"}');
+  select * into strict u from auth.users x where x.id = uid;
+  return auth._user_json(u);
+end
+$$;
+
+-- sign_up of an address that has an account, with confirmation on. Unconfirmed: the new
+-- password and metadata replace the old (whoever confirms the address owns the account;
+-- an earlier sign-up by someone else must not keep a password in it) and a new
+-- confirmation is sent. Confirmed: nothing changes and nothing is sent. Either way the
+-- answer looks like a new sign-up's (a confirmed one gets an obfuscated user with a random
+-- id and no identities, as GoTrue does), so sign_up does not reveal who has an account.
+create function auth._repeated_sign_up(address text, hash text, metadata jsonb, redirect_to text)
+returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  s jsonb := auth._flow_settings(redirect_to);
+  u auth.users;
+begin
+  perform auth._count_email_send(address, s);
+  select * into u from auth.users x
+   where pg_catalog.lower(x.email) = address and not x.is_sso_user
+   for update;
+  if found and u.email_confirmed_at is null and u.deleted_at is null then
+    update auth.users x
+       set encrypted_password = hash, raw_user_meta_data = metadata, updated_at = pg_catalog.now()
+     where x.id = u.id;
+    perform auth._send_otp(u.id, 'signup', address, s);
+    perform auth._audit('user_repeated_signup', u.id, '{"provider": "email", "confirmation": "sent"}');
+    select * into strict u from auth.users x where x.id = u.id;
+    return auth._user_json(u);
+  end if;
+  if found then
+    perform auth._audit('user_repeated_signup', u.id, '{"provider": "email", "confirmation": "not sent"}');
+  end if;
+  return pg_catalog.jsonb_build_object(
+    'id', pg_catalog.gen_random_uuid(), 'aud', 'authenticated', 'role', 'authenticated',
+    'email', address, 'email_confirmed_at', null, 'phone', '', 'phone_confirmed_at', null,
+    'confirmation_sent_at', auth._iso(pg_catalog.now()), 'confirmed_at', null, 'last_sign_in_at', null,
+    'app_metadata', '{"provider": "email", "providers": ["email"]}'::jsonb,
+    'user_metadata', metadata, 'identities', '[]'::jsonb,
+    'created_at', auth._iso(pg_catalog.now()), 'updated_at', auth._iso(pg_catalog.now()),
+    'is_anonymous', false);
+end
+$$;
+
+-- The user behind the request's claims, locked for update when asked; clear errors when
+-- there is none.
+create function auth._current_user(lock boolean) returns auth.users
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  uid uuid := auth.uid();
+  sid uuid;
+  u auth.users;
+begin
+  if uid is null then
+    raise exception 'no_authorization: This call needs the claims of a signed-in user'
+      using errcode = '28000', hint = 'Call it with a user''s access token (request.jwt.claims).';
+  end if;
+  begin
+    sid := nullif(auth.jwt() ->> 'session_id', '')::uuid;
+  exception when invalid_text_representation then
+    sid := null;
+  end;
+  if sid is not null and not exists (select from auth.sessions x where x.id = sid and x.user_id = uid) then
+    raise exception 'session_not_found: Session from session_id claim in JWT does not exist'
+      using errcode = '28000', hint = 'Sign in again.';
+  end if;
+  if lock then
+    select * into u from auth.users x where x.id = uid and x.deleted_at is null for update;
+  else
+    select * into u from auth.users x where x.id = uid and x.deleted_at is null;
+  end if;
+  if not found then
+    raise exception 'user_not_found: User from sub claim in JWT does not exist'
+      using errcode = '28000', hint = 'Sign in again.';
+  end if;
+  return u;
+end
+$$;
+
+create function auth."user"() returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return auth._user_json(auth._current_user(false));
+end
+$$;
+comment on function auth."user"() is
+  'The signed-in user''s user object (GoTrue''s GET /user), from request.jwt.claims.';
+
+-- GoTrue's PUT /user: data (merged into user_metadata; a null value removes a key),
+-- password (policy-checked; the user's other sessions end), email (a confirmation goes to
+-- the new address; the address changes when it is verified).
+create function auth.update_user(attributes jsonb, redirect_to text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  u auth.users := auth._current_user(true);
+  bad text;
+  merged jsonb;
+  addr text;
+  changed text[] := '{}';
+  sid uuid;
+  s jsonb;
+begin
+  if attributes is null or pg_catalog.jsonb_typeof(attributes) <> 'object' then
+    raise exception 'validation_failed: attributes must be a JSON object (email, password, data)'
+      using errcode = '22023';
+  end if;
+  select k into bad from pg_catalog.jsonb_object_keys(attributes) k
+   where k not in ('email', 'password', 'data') limit 1;
+  if found then
+    raise exception 'validation_failed: unknown attribute "%" (email, password and data can be changed)',
+      pg_catalog.left(bad, 64) using errcode = '22023';
+  end if;
+  if attributes ? 'data' then
+    if pg_catalog.jsonb_typeof(attributes -> 'data') <> 'object' then
+      raise exception 'validation_failed: data must be a JSON object' using errcode = '22023';
+    end if;
+    select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}')
+      into merged
+      from pg_catalog.jsonb_each(coalesce(u.raw_user_meta_data, '{}') || (attributes -> 'data')) e
+     where e.value <> 'null'::jsonb;
+    if pg_catalog.octet_length(merged::text) > 16384 then
+      raise exception 'validation_failed: user metadata is larger than 16384 bytes' using errcode = '22023';
+    end if;
+    update auth.users x set raw_user_meta_data = merged where x.id = u.id;
+    changed := changed || 'data'::text;
+  end if;
+  if attributes ? 'password' then
+    if pg_catalog.jsonb_typeof(attributes -> 'password') <> 'string' then
+      raise exception 'validation_failed: password must be a string' using errcode = '22023';
+    end if;
+    if coalesce(u.encrypted_password, '') <> ''
+       and auth._verify_password(attributes ->> 'password', u.encrypted_password) then
+      raise exception 'same_password: New password should be different from the old password.'
+        using errcode = '22023';
+    end if;
+    update auth.users x set encrypted_password = auth._hash_password(attributes ->> 'password')
+     where x.id = u.id;
+    -- As GoTrue does: a new password ends every other session of the user.
+    begin
+      sid := nullif(auth.jwt() ->> 'session_id', '')::uuid;
+    exception when invalid_text_representation then
+      sid := null;
+    end;
+    delete from auth.sessions x where x.user_id = u.id and x.id is distinct from sid;
+    perform auth._audit('user_updated_password', u.id, '{"provider": "email"}');
+    changed := changed || 'password'::text;
+  end if;
+  if attributes ? 'email' then
+    if pg_catalog.jsonb_typeof(attributes -> 'email') <> 'string' then
+      raise exception 'validation_failed: email must be a string' using errcode = '22023';
+    end if;
+    addr := auth._normalize_email(attributes ->> 'email');
+    if addr is distinct from pg_catalog.lower(u.email) then
+      if exists (select from auth.users x
+                  where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.id <> u.id) then
+        raise exception 'email_exists: A user with this email address has already been registered'
+          using errcode = '23505';
+      end if;
+      s := auth._flow_settings(redirect_to);
+      perform auth._count_email_send(addr, s);
+      perform auth._send_otp(u.id, 'email_change', addr, s);
+      changed := changed || 'email'::text;
+    end if;
+  end if;
+  update auth.users x set updated_at = pg_catalog.now() where x.id = u.id returning * into u;
+  if pg_catalog.cardinality(changed) > 0 then
+    perform auth._audit('user_modified', u.id, pg_catalog.jsonb_build_object('fields', changed));
+  end if;
+  return auth._user_json(u);
+end
+$$;
+comment on function auth.update_user(jsonb, text) is
+  'Change the signed-in user''s data, password or email (GoTrue''s PUT /user); returns the user object.';
+
+create function auth.recover(email text, redirect_to text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  addr text := auth._normalize_email(email);
+  s jsonb := auth._flow_settings(redirect_to);
+  uid uuid;
+begin
+  perform auth._count_email_send(addr, s);
+  select x.id into uid from auth.users x
+   where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null;
+  if found then
+    perform auth._send_otp(uid, 'recovery', addr, s);
+    perform auth._audit('user_recovery_requested', uid, '{"provider": "email"}');
+  end if;
+  -- The same answer for an unknown address.
+  return '{}'::jsonb;
+end
+$$;
+comment on function auth.recover(text, text) is
+  'Send a password-recovery link and code to the address if it has an account; the same answer either way.';
+
+create function auth.sign_in_with_otp(email text, create_user boolean default true,
+                                      data jsonb default null, redirect_to text default null)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  addr text := auth._normalize_email(email);
+  s jsonb := auth._flow_settings(redirect_to);
+  uid uuid;
+begin
+  if data is not null and (pg_catalog.jsonb_typeof(data) <> 'object' or pg_catalog.octet_length(data::text) > 16384) then
+    raise exception 'validation_failed: data must be a JSON object of at most 16384 bytes'
+      using errcode = '22023';
+  end if;
+  perform auth._count_email_send(addr, s);
+  select x.id into uid from auth.users x
+   where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null;
+  if not found then
+    if not coalesce(create_user, true) then
+      -- No account and none wanted: the same answer as a sent link (no enumeration).
+      return '{}'::jsonb;
+    end if;
+    insert into auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data,
+                            raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
+    values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated',
+            'authenticated', addr, '', '{"provider": "email", "providers": ["email"]}',
+            coalesce(data, '{}'), false, pg_catalog.now(), pg_catalog.now(), false)
+    on conflict do nothing
+    returning id into uid;
+    if uid is null then
+      -- A concurrent call created it first.
+      select x.id into strict uid from auth.users x where pg_catalog.lower(x.email) = addr and not x.is_sso_user;
+    else
+      insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+      values (uid::text, uid, pg_catalog.jsonb_build_object('sub', uid::text, 'email', addr,
+              'email_verified', false, 'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
+      perform auth._audit('user_signedup', uid, '{"provider": "email", "via": "otp"}');
+    end if;
+  end if;
+  perform auth._send_otp(uid, 'magiclink', addr, s);
+  perform auth._audit('user_otp_requested', uid, '{"provider": "email"}');
+  return '{}'::jsonb;
+end
+$$;
+comment on function auth.sign_in_with_otp(text, boolean, jsonb, text) is
+  'Passwordless sign-in: send a magic link and a six-digit code (creating the user unless create_user is false).';
+
+-- Send the pending sign-up confirmation or email change again (GoTrue's /resend); the
+-- same answer whether or not there was one to send.
+create function auth.resend(type text, email text, redirect_to text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  addr text := auth._normalize_email(email);
+  s jsonb;
+  uid uuid;
+begin
+  if type is null or type not in ('signup', 'email_change') then
+    raise exception 'validation_failed: type must be signup or email_change' using errcode = '22023';
+  end if;
+  s := auth._flow_settings(redirect_to);
+  perform auth._count_email_send(addr, s);
+  if type = 'signup' then
+    select x.id into uid from auth.users x
+     where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null
+       and x.email_confirmed_at is null;
+  else
+    select x.id into uid from auth.users x
+     where x.email_change = addr and x.deleted_at is null
+       and exists (select from auth.one_time_tokens o
+                    where o.user_id = x.id and o.token_type = 'email_change_token_new' and o.relates_to = addr);
+  end if;
+  if uid is not null then
+    perform auth._send_otp(uid, type, addr, s);
+    perform auth._audit('user_confirmation_requested', uid, pg_catalog.jsonb_build_object('type', type));
+  end if;
+  return '{}'::jsonb;
+end
+$$;
+comment on function auth.resend(text, text, text) is
+  'Send a pending sign-up confirmation or email-change confirmation again.';
+
+-- Verify a link token or six-digit code and return a session. type: signup, invite,
+-- magiclink, recovery, email_change, or email (a code or link of a sign-up, magic link or
+-- invitation). email may be NULL for a link token, which alone identifies its row.
+create function auth.verify_otp(email text, token text, type text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  kinds text[] := case type
+    when 'signup' then '{confirmation_token}' when 'invite' then '{invite_token}'
+    when 'magiclink' then '{magiclink_token}' when 'recovery' then '{recovery_token}'
+    when 'email_change' then '{email_change_token_new}'
+    when 'email' then '{confirmation_token,magiclink_token,invite_token}' end;
+  addr text;
+  h text;
+  o auth.one_time_tokens;
+  u auth.users;
+  method text;
+  session jsonb;
+begin
+  if kinds is null then
+    raise exception 'validation_failed: type must be signup, invite, magiclink, recovery, email_change or email'
+      using errcode = '22023';
+  end if;
+  if token is null or token = '' or pg_catalog.length(token) > 256 then
+    raise exception 'validation_failed: a token is required' using errcode = '22023';
+  end if;
+  if email is not null then
+    addr := auth._normalize_email(email);
+  end if;
+  if auth._locked_out(addr) then
+    raise exception 'over_request_rate_limit: Too many failed attempts; try again later'
+      using errcode = '53400';
+  end if;
+  h := auth._otp_hash(token);
+  -- Locked: two calls with the same token cannot both use it.
+  select * into o from auth.one_time_tokens t
+   where t.token_type = any (kinds)
+     and (t.token_hash = h
+          or (addr is not null and t.relates_to = addr
+              and t.code_hash = auth._otp_hash(t.id::text || ':' || token)))
+     and (addr is null or t.relates_to = addr)
+   order by t.created_at desc
+   limit 1
+   for update;
+  if not found or o.expires_at <= pg_catalog.now() then
+    -- Counted (in a transaction of its own) toward the lockout, like a wrong password.
+    perform auth._otp_failed(addr, o.user_id, type);
+    raise exception 'otp_expired: Token has expired or is invalid'
+      using errcode = '28000', hint = 'Ask for a new link or code.';
+  end if;
+  delete from auth.one_time_tokens t where t.id = o.id;
+  select * into u from auth.users x where x.id = o.user_id and x.deleted_at is null for update;
+  if not found then
+    raise exception 'otp_expired: Token has expired or is invalid' using errcode = '28000';
+  end if;
+  if u.banned_until > pg_catalog.now() then
+    raise exception 'user_banned: User is banned' using errcode = '28000';
+  end if;
+  if o.token_type = 'email_change_token_new' then
+    begin
+      update auth.users x
+         set email = o.relates_to, email_change = '', email_change_sent_at = null,
+             email_confirmed_at = pg_catalog.now(), is_anonymous = false
+       where x.id = u.id;
+    exception when unique_violation then
+      raise exception 'email_exists: A user with this email address has already been registered'
+        using errcode = '23505';
+    end;
+    update auth.identities i
+       set identity_data = i.identity_data || pg_catalog.jsonb_build_object('email', o.relates_to, 'email_verified', true),
+           updated_at = pg_catalog.now()
+     where i.user_id = u.id and i.provider = 'email';
+    if not found then
+      -- A user without an email identity (anonymous, or from an ID token) gains one.
+      insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+      values (u.id::text, u.id, pg_catalog.jsonb_build_object('sub', u.id::text, 'email', o.relates_to,
+              'email_verified', true, 'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
+      update auth.users x
+         set raw_app_meta_data = pg_catalog.jsonb_set(
+               coalesce(x.raw_app_meta_data, '{}') || pg_catalog.jsonb_build_object('provider', coalesce(x.raw_app_meta_data ->> 'provider', 'email')),
+               '{providers}',
+               (select pg_catalog.jsonb_agg(distinct p) from (
+                  select pg_catalog.jsonb_array_elements_text(coalesce(x.raw_app_meta_data -> 'providers', '[]')) p
+                  union select 'email') ps))
+       where x.id = u.id;
+    end if;
+  else
+    update auth.users x
+       set email_confirmed_at = coalesce(x.email_confirmed_at, pg_catalog.now())
+     where x.id = u.id;
+    update auth.identities i
+       set identity_data = i.identity_data || '{"email_verified": true}'
+     where i.user_id = u.id and i.provider = 'email' and i.identity_data ->> 'email_verified' is distinct from 'true';
+  end if;
+  update auth.users x set last_sign_in_at = pg_catalog.now(), updated_at = pg_catalog.now() where x.id = u.id;
+  update auth.identities i set last_sign_in_at = pg_catalog.now() where i.user_id = u.id and i.provider = 'email';
+  -- Proof of the address clears its failed attempts, as a successful sign-in does.
+  delete from auth.sign_in_failures f where f.key = 'email:' || coalesce(addr, o.relates_to);
+  method := case
+    when type = 'email' then 'otp'
+    when o.token_type = 'confirmation_token' then 'email/signup'
+    when o.token_type = 'invite_token' then 'invite'
+    when o.token_type = 'magiclink_token' then 'magiclink'
+    when o.token_type = 'recovery_token' then 'recovery'
+    else 'email_change' end;
+  session := auth._start_session(u.id, method);
+  perform auth._audit(case o.token_type
+      when 'confirmation_token' then 'user_signedup' when 'invite_token' then 'invite_accepted'
+      when 'email_change_token_new' then 'user_modified' else 'login' end,
+    u.id, pg_catalog.jsonb_build_object('provider', 'email', 'method', method));
+  return session;
+end
+$$;
+comment on function auth.verify_otp(text, text, text) is
+  'Verify a link token or six-digit code (signup, invite, magiclink, recovery, email_change, email); returns a session.';

@@ -1,0 +1,156 @@
+//! The Rust half of the account flows (confirmation, recovery, magic link and codes, email
+//! change; sql/flows.sql holds the other half): what needs a CSPRNG, the password hasher,
+//! the session machinery, an autonomous write or strict parsing. Each is an owner-only
+//! helper called from the SECURITY DEFINER functions of sql/flows.sql.
+
+use crate::config;
+use crate::error::{AuthError, AuthResult, OrRaise};
+use crate::request;
+use crate::sessions;
+use crate::users;
+use pgrx::prelude::*;
+use serde_json::json;
+
+/// A uniformly random six-digit code (rejection sampling: no digit is likelier than
+/// another).
+fn six_digit_code() -> AuthResult<String> {
+    loop {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b)
+            .map_err(|e| AuthError::Unexpected(format!("random number generator failed: {e}")))?;
+        let n = u32::from_le_bytes(b);
+        // The largest multiple of 10^6 that fits in u32.
+        if n < 4_294_000_000 {
+            return Ok(format!("{:06}", n % 1_000_000));
+        }
+    }
+}
+
+/// Does `url` start with `prefix` at a URL boundary (end, '/', '?' or '#')? So an allowed
+/// `https://app.example` does not let `https://app.example.evil.io` through.
+fn within(url: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match url.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with(['/', '?', '#']),
+        None => false,
+    }
+}
+
+/// The redirect_to handed to the mailer: the caller's when it is within auth.site_url or
+/// an entry of auth.redirect_allow_list, else auth.site_url (as GoTrue falls back).
+pub fn redirect_to(requested: Option<&str>, site: Option<&str>, allowed: &[String]) -> String {
+    let site = site.unwrap_or("");
+    match requested.map(str::trim) {
+        Some(url)
+            if !url.is_empty()
+                && url.len() <= 2048
+                && !url.chars().any(|c| c.is_control() || c.is_whitespace())
+                && ((!site.is_empty() && within(url, site))
+                    || allowed.iter().any(|p| within(url, p))) =>
+        {
+            url.to_string()
+        }
+        _ => site.to_string(),
+    }
+}
+
+/// SQL: the flows' settings in one call (the plpgsql side never reads a setting of ours
+/// before the library is loaded, and gets typed values).
+#[pg_extern(stable)]
+fn _flow_settings(redirect: Option<&str>) -> pgrx::JsonB {
+    let site = config::site_url();
+    pgrx::JsonB(json!({
+        "confirm": config::REQUIRE_EMAIL_CONFIRMATION.get(),
+        "otp_expiry": config::OTP_EXPIRY.get(),
+        "email_rate_limit": config::EMAIL_RATE_LIMIT.get(),
+        "email_rate_window": config::EMAIL_RATE_WINDOW.get(),
+        "site_url": site.clone().unwrap_or_default(),
+        "redirect_to": redirect_to(redirect, site.as_deref(), &config::redirect_allow_list()),
+        "hook": config::hook_send_email(),
+    }))
+}
+
+/// SQL: a new one-time token: [link token (256 random bits, base64url), six-digit code].
+#[pg_extern(volatile)]
+fn _new_otp() -> Vec<String> {
+    (|| Ok(vec![crate::keys::random_token(32)?, six_digit_code()?]))().or_raise()
+}
+
+/// SQL: a lower-cased, validated email address (validation_failed otherwise).
+#[pg_extern(immutable, parallel_safe)]
+fn _normalize_email(email: Option<&str>) -> String {
+    users::normalize_email(email).or_raise()
+}
+
+/// SQL: an argon2id hash of a password that meets the policy (weak_password otherwise).
+#[pg_extern(volatile)]
+fn _hash_password(password: Option<&str>) -> String {
+    users::hash_new_password(password).or_raise()
+}
+
+/// SQL: a new session for a user who just proved who they are by `method` (an amr name).
+#[pg_extern(volatile)]
+fn _start_session(user_id: pgrx::Uuid, method: &str) -> pgrx::JsonB {
+    pgrx::JsonB(sessions::start(user_id, method, &request::current()).or_raise())
+}
+
+/// SQL: is the address (or the request's client IP) locked out by failed attempts?
+#[pg_extern(volatile)]
+fn _locked_out(email: Option<&str>) -> bool {
+    users::locked_out(email, &request::current()).or_raise()
+}
+
+/// SQL: record a failed one-time-token check in a transaction of its own (the error the
+/// caller raises next aborts ours): an audit entry and the lockout counters, exactly as a
+/// failed sign-in counts.
+#[pg_extern(volatile)]
+fn _otp_failed(email: Option<&str>, user_id: Option<pgrx::Uuid>, otp_type: &str) {
+    users::record_failure(
+        email,
+        user_id,
+        &request::current(),
+        json!({"provider": "email", "reason": "otp_expired", "type": otp_type}),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_six_digits() {
+        for _ in 0..200 {
+            let c = six_digit_code().unwrap();
+            assert_eq!(c.len(), 6);
+            assert!(c.chars().all(|d| d.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn redirects_stay_within_allowed_prefixes() {
+        let site = Some("https://app.example");
+        let allow = vec!["myapp://callback".to_string(), "https://x.io/auth/".into()];
+        let r = |u: Option<&str>| redirect_to(u, site, &allow);
+        assert_eq!(r(None), "https://app.example");
+        assert_eq!(r(Some("")), "https://app.example");
+        assert_eq!(
+            r(Some("https://app.example/welcome?a=1")),
+            "https://app.example/welcome?a=1"
+        );
+        assert_eq!(r(Some("https://app.example")), "https://app.example");
+        assert_eq!(
+            r(Some("https://app.example.evil.io/")),
+            "https://app.example"
+        );
+        assert_eq!(
+            r(Some("https://evil.io/https://app.example")),
+            "https://app.example"
+        );
+        assert_eq!(r(Some("myapp://callback?x=1")), "myapp://callback?x=1");
+        assert_eq!(r(Some("https://x.io/auth/done")), "https://x.io/auth/done");
+        assert_eq!(r(Some("https://x.io/other")), "https://app.example");
+        assert_eq!(r(Some("https://app.example/a b")), "https://app.example");
+        assert_eq!(r(Some("https://app.example/a\nb")), "https://app.example");
+        assert_eq!(redirect_to(Some("https://a.io"), None, &[]), "");
+    }
+}
