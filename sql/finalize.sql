@@ -551,6 +551,15 @@ grant execute on function auth.recover(text, text), auth.sign_in_with_otp(text, 
   auth.resend(text, text, text), auth.verify_otp(text, text, text),
   auth."user"(), auth.update_user(jsonb, text)
   to anon, authenticated, service_role;
+-- Anonymous and ID-token sign-in are sign-ins like the others.
+grant execute on function auth.sign_in_anonymously(jsonb), auth.sign_in_with_id_token(text, text, text)
+  to anon, authenticated, service_role;
+-- The admin API: service_role (and the owner) only; anyone else gets 42501.
+grant execute on function auth.admin_create_user(jsonb), auth.admin_get_user(uuid),
+  auth.admin_list_users(integer, integer, text), auth.admin_update_user(uuid, jsonb),
+  auth.admin_delete_user(uuid, boolean), auth.admin_generate_link(text, text, text, jsonb, text),
+  auth.admin_invite_user(text, jsonb, text)
+  to service_role;
 -- The mailer (connected as, or granted, service_role) reads the outbox and marks or
 -- deletes what it has sent.
 grant select, delete on auth.email_outbox to service_role;

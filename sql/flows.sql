@@ -53,20 +53,53 @@ begin
 end
 $$;
 
+-- Call a hook (a function of one jsonb named by a setting) with its errors caught and its
+-- time limited to timeout_ms (auth._hook_timer, src/hooks.rs): a failing, slow or missing
+-- hook is a clear error naming it, never a half-done call.
+create function auth._call_hook(hook text, event jsonb, timeout_ms integer) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  fn regprocedure := pg_catalog.to_regprocedure(hook || '(jsonb)');
+  previous bigint;
+  result jsonb;
+begin
+  if fn is null then
+    raise exception 'unexpected_failure: the hook "%" names no function %(jsonb)', hook, hook
+      using errcode = '42883', hint = 'Create the function or reset the setting that names it.';
+  end if;
+  previous := auth._hook_timer(timeout_ms);
+  begin
+    execute pg_catalog.format('select pg_catalog.to_jsonb(%s($1))', fn::regproc) into result using event;
+  exception
+    when query_canceled then
+      perform auth._hook_timer_restore(previous);
+      raise exception 'unexpected_failure: the hook % did not finish within % ms', fn::regproc, timeout_ms
+        using errcode = '57014';
+    when others then
+      perform auth._hook_timer_restore(previous);
+      raise exception 'unexpected_failure: the hook % failed: %', fn::regproc, sqlerrm
+        using errcode = '39000';
+  end;
+  perform auth._hook_timer_restore(previous);
+  return result;
+end
+$$;
+
 -- Hand a message to the delivery hook (auth.hook_send_email) or, by default, to
 -- auth.email_outbox with a NOTIFY. The message has the shape of Supabase's send-email hook
 -- payload, so a hook written for Supabase works here.
-create function auth._deliver(uid uuid, address text, action text, message jsonb, hook text)
+create function auth._deliver(uid uuid, address text, action text, message jsonb, s jsonb)
 returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  fn regprocedure;
   id bigint;
   result jsonb;
 begin
-  if hook is null then
+  if s ->> 'hook' is null then
     insert into auth.email_outbox (user_id, recipient, email_action_type, message)
     values (uid, address, action, message)
     returning email_outbox.id into id;
@@ -74,19 +107,9 @@ begin
     perform pg_catalog.pg_notify('auth_email', id::text);
     return;
   end if;
-  fn := pg_catalog.to_regprocedure(hook || '(jsonb)');
-  if fn is null then
-    raise exception 'unexpected_failure: auth.hook_send_email is "%", but no function %(jsonb) exists', hook, hook
-      using errcode = '42883', hint = 'Create the function or reset auth.hook_send_email.';
-  end if;
-  begin
-    execute pg_catalog.format('select pg_catalog.to_jsonb(%s($1))', fn::regproc) into result using message;
-  exception when others then
-    raise exception 'unexpected_failure: the send-email hook % failed: %', fn::regproc, sqlerrm
-      using errcode = '39000';
-  end;
+  result := auth._call_hook(s ->> 'hook', message, (s ->> 'hook_timeout')::integer);
   if pg_catalog.jsonb_typeof(result) = 'object' and result ? 'error' then
-    raise exception 'unexpected_failure: the send-email hook % refused the message: %', fn::regproc,
+    raise exception 'unexpected_failure: the send-email hook % refused the message: %', s ->> 'hook',
       coalesce(result -> 'error' ->> 'message', result ->> 'error')
       using errcode = '39000';
   end if;
@@ -94,8 +117,9 @@ end
 $$;
 
 -- Issue a one-time token for `action` (signup, recovery, magiclink, email_change, invite)
--- to `address`, replacing the user's previous one for the same purpose, and deliver it.
-create function auth._send_otp(uid uuid, action text, address text, s jsonb) returns void
+-- to `address`, replacing the user's previous one for the same purpose; return the
+-- message (the user object and email_data with the token).
+create function auth._issue_otp(uid uuid, action text, address text, s jsonb) returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
@@ -122,7 +146,7 @@ begin
          invited_at = case when action = 'invite' then coalesce(x.invited_at, pg_catalog.now()) else x.invited_at end
    where x.id = uid
   returning * into u;
-  perform auth._deliver(uid, address, action, pg_catalog.jsonb_build_object(
+  return pg_catalog.jsonb_build_object(
     'user', auth._user_json(u),
     'email_data', pg_catalog.jsonb_build_object(
       'token', t[2],
@@ -131,7 +155,17 @@ begin
       'email_action_type', action,
       'site_url', s ->> 'site_url',
       'token_new', '',
-      'token_hash_new', '')), s ->> 'hook');
+      'token_hash_new', ''));
+end
+$$;
+
+-- Issue a token and deliver its message.
+create function auth._send_otp(uid uuid, action text, address text, s jsonb) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform auth._deliver(uid, address, action, auth._issue_otp(uid, action, address, s), s);
 end
 $$;
 

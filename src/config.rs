@@ -34,6 +34,12 @@ pub static SITE_URL: GucSetting<Option<CString>> =
 pub static REDIRECT_ALLOW_LIST: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static HOOK_SEND_EMAIL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ANONYMOUS_SIGN_INS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static ANONYMOUS_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static ID_TOKEN_LINK_BY_EMAIL: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static HOOK_CUSTOM_ACCESS_TOKEN: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static HOOK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(2000);
 
 fn int(
     name: &'static CStr,
@@ -283,6 +289,40 @@ fn register_flows(secs: GucFlags, plain: GucFlags) {
         c"Empty: messages go to auth.email_outbox with a NOTIFY on auth_email.",
         &HOOK_SEND_EMAIL,
     );
+    boolean(
+        c"auth.anonymous_sign_ins",
+        c"Allow auth.sign_in_anonymously.",
+        c"Off, as on Supabase: anonymous sign-in is anonymous_provider_disabled.",
+        &ANONYMOUS_SIGN_INS,
+    );
+    int(
+        c"auth.anonymous_rate_limit",
+        c"Anonymous sign-ins per client IP per hour; 0 means no limit.",
+        c"One more fails with over_request_rate_limit (Supabase's default is 30).",
+        &ANONYMOUS_RATE_LIMIT,
+        (0, 1_000_000),
+        plain,
+    );
+    boolean(
+        c"auth.id_token_link_by_email",
+        c"Link an ID-token sign-in to the existing user with the same verified email.",
+        c"Off: such a sign-in fails with email_exists instead.",
+        &ID_TOKEN_LINK_BY_EMAIL,
+    );
+    string(
+        c"auth.hook_custom_access_token",
+        c"SQL function (schema.name, one jsonb argument) that may change access token claims.",
+        c"Receives {user_id, claims, authentication_method}; returns {claims} or {error}.",
+        &HOOK_CUSTOM_ACCESS_TOKEN,
+    );
+    int(
+        c"auth.hook_timeout",
+        c"Longest time a hook may run, in milliseconds.",
+        c"A slower hook fails the call with a clear error.",
+        &HOOK_TIMEOUT,
+        (10, 60_000),
+        GucFlags::UNIT_MS,
+    );
 }
 
 fn string_setting(s: &GucSetting<Option<CString>>) -> Option<String> {
@@ -308,6 +348,10 @@ pub fn redirect_allow_list() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+pub fn hook_custom_access_token() -> Option<String> {
+    string_setting(&HOOK_CUSTOM_ACCESS_TOKEN)
 }
 
 pub fn hook_send_email() -> Option<String> {

@@ -29,6 +29,10 @@ pub enum AuthError {
     ReadOnly(&'static str),
     /// The caller may not do this (role switch, key material).
     InsufficientPrivilege(String),
+    /// A hook failed or answered something unusable; the text names the hook.
+    Hook(String),
+    /// The custom access token hook refused the token with this message.
+    HookDenied(String),
     /// Something that should not happen (a broken row, SPI failure): never input-driven.
     Unexpected(String),
 }
@@ -50,7 +54,8 @@ impl AuthError {
             AuthError::InsufficientPrivilege(_) => "insufficient_privilege",
             AuthError::ReadOnly(_) => "read_only",
             AuthError::OverRequestRateLimit => "over_request_rate_limit",
-            AuthError::Unexpected(_) => "unexpected_failure",
+            AuthError::Unexpected(_) | AuthError::Hook(_) => "unexpected_failure",
+            AuthError::HookDenied(_) => "access_denied",
         }
     }
 
@@ -63,10 +68,12 @@ impl AuthError {
             | AuthError::BadJwt(_)
             | AuthError::RefreshTokenNotFound
             | AuthError::RefreshTokenAlreadyUsed
-            | AuthError::SessionExpired => {
+            | AuthError::SessionExpired
+            | AuthError::HookDenied(_) => {
                 ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION // 28000
             }
-            AuthError::UserAlreadyExists => ERRCODE_UNIQUE_VIOLATION, // 23505
+            AuthError::Hook(_) => ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION, // 39000
+            AuthError::UserAlreadyExists => ERRCODE_UNIQUE_VIOLATION,            // 23505
             AuthError::WeakPassword(_) | AuthError::ValidationFailed(_) => {
                 ERRCODE_INVALID_PARAMETER_VALUE // 22023
             }
@@ -100,6 +107,8 @@ impl AuthError {
             | AuthError::ValidationFailed(m)
             | AuthError::BadJwt(m)
             | AuthError::InsufficientPrivilege(m)
+            | AuthError::Hook(m)
+            | AuthError::HookDenied(m)
             | AuthError::Unexpected(m) => m.clone(),
         }
     }

@@ -67,6 +67,10 @@ fn _flow_settings(redirect: Option<&str>) -> pgrx::JsonB {
         "site_url": site.clone().unwrap_or_default(),
         "redirect_to": redirect_to(redirect, site.as_deref(), &config::redirect_allow_list()),
         "hook": config::hook_send_email(),
+        "hook_timeout": config::HOOK_TIMEOUT.get(),
+        "anonymous_sign_ins": config::ANONYMOUS_SIGN_INS.get(),
+        "anonymous_rate_limit": config::ANONYMOUS_RATE_LIMIT.get(),
+        "id_token_link_by_email": config::ID_TOKEN_LINK_BY_EMAIL.get(),
     }))
 }
 
@@ -111,6 +115,26 @@ fn _otp_failed(email: Option<&str>, user_id: Option<pgrx::Uuid>, otp_type: &str)
         &request::current(),
         json!({"provider": "email", "reason": "otp_expired", "type": otp_type}),
     );
+}
+
+/// SQL: the client IP of the request (PostgREST's request.headers), if known.
+#[pg_extern(volatile)]
+fn _client_ip() -> Option<String> {
+    request::current().ip.map(|ip| ip.to_string())
+}
+
+/// SQL: the claims of an ID token from a trusted issuer (its keys, audiences, exp), or
+/// bad_jwt. Tokens of this database's own keys are not ID tokens.
+#[pg_extern(volatile)]
+fn _verify_id_token(token: Option<&str>) -> pgrx::JsonB {
+    let claims = crate::tokens::verify(token).or_raise();
+    if !crate::keys::is_trusted_issuer(claims.get("iss").and_then(|v| v.as_str())).or_raise() {
+        AuthError::BadJwt(
+            "an ID token must come from a trusted issuer (auth.set_trusted_issuer)".into(),
+        )
+        .raise()
+    }
+    pgrx::JsonB(serde_json::Value::Object(claims))
 }
 
 #[cfg(test)]

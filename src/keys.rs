@@ -319,6 +319,11 @@ pub fn verify(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<Map<Strin
     })
 }
 
+/// Is `iss` a registered trusted issuer?
+pub fn is_trusted_issuer(iss: Option<&str>) -> AuthResult<bool> {
+    with_cache(|c| Ok(iss.is_some_and(|i| c.issuers.contains_key(i))))
+}
+
 /// A token that names no key we have: say whose key set was searched. For a trusted
 /// issuer's token, that issuer's; for any other, ours, and when its `iss` is someone
 /// else's, that this issuer is not trusted (rather than only that its kid is unknown).

@@ -9,6 +9,7 @@ mod config;
 mod db;
 mod error;
 mod flows;
+mod hooks;
 mod jwk;
 mod jwt;
 mod keys;
@@ -24,6 +25,7 @@ mod users;
 
 extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 extension_sql_file!("../sql/flows.sql", name = "flows");
+extension_sql_file!("../sql/admin.sql", name = "admin");
 extension_sql_file!("../sql/finalize.sql", finalize);
 
 #[pg_guard]

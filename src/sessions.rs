@@ -240,14 +240,24 @@ pub fn issue(
     let user = user_json(user_id)?;
     let now = unix_now();
     let lifetime = i64::from(config::JWT_EXP.get());
-    let claims = access_claims(
-        &user,
-        session_id,
-        amr,
-        config::jwt_issuer(),
-        now,
-        now + lifetime,
-    );
+    let method = amr
+        .get(0)
+        .and_then(|a| a.get("method"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let claims = crate::hooks::access_token_claims(
+        user_id,
+        access_claims(
+            &user,
+            session_id,
+            amr,
+            config::jwt_issuer(),
+            now,
+            now + lifetime,
+        ),
+        &method,
+    )?;
     let access_token = jwt::sign(&claims, &keys::signing_key()?)
         .map_err(|e| AuthError::Unexpected(e.to_string()))?;
     Ok(json!({
