@@ -32,10 +32,8 @@ begin
     raise exception 'validation_failed: unknown attribute "%" (%)', pg_catalog.left(bad, 64),
       pg_catalog.array_to_string(allowed, ', ') using errcode = '22023';
   end if;
-  for bad in select k from pg_catalog.unnest(array['user_metadata', 'app_metadata']) k
-              where attributes ? k and (pg_catalog.jsonb_typeof(attributes -> k) <> 'object'
-                                        or pg_catalog.octet_length((attributes -> k)::text) > 16384) loop
-    raise exception 'validation_failed: % must be a JSON object of at most 16384 bytes', bad using errcode = '22023';
+  for bad in select k from pg_catalog.unnest(array['user_metadata', 'app_metadata']) k where attributes ? k loop
+    perform auth._check_data(attributes -> bad, bad);
   end loop;
   for bad in select k from pg_catalog.unnest(array['email', 'password', 'ban_duration']) k
               where attributes ? k and pg_catalog.jsonb_typeof(attributes -> k) <> 'string' loop
@@ -46,13 +44,6 @@ begin
   end if;
 end
 $$;
-
--- Metadata merged as GoTrue merges it: top-level keys replaced, a null value removes one.
-create function auth._merge_metadata(old jsonb, changes jsonb) returns jsonb
-language sql immutable parallel safe
-return (select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}'::jsonb)
-          from pg_catalog.jsonb_each(coalesce(old, '{}'::jsonb) || coalesce(changes, '{}'::jsonb)) e
-         where e.value <> 'null'::jsonb);
 
 -- banned_until for a ban_duration: 'none' lifts a ban; otherwise an interval from now
 -- ('24h', '7 days', '1h30m').
@@ -95,36 +86,6 @@ begin
     raise exception 'user_not_found: User not found' using errcode = 'P0002';
   end if;
   return u;
-end
-$$;
-
--- Make sure the user has an email identity for its address (anonymous users and users from
--- ID tokens have none), and that app_metadata lists the provider.
-create function auth._ensure_email_identity(uid uuid, verified boolean) returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  u auth.users;
-begin
-  select * into strict u from auth.users x where x.id = uid;
-  update auth.identities i
-     set identity_data = i.identity_data || pg_catalog.jsonb_build_object('email', u.email)
-                         || case when verified then '{"email_verified": true}'::jsonb else '{}'::jsonb end,
-         updated_at = pg_catalog.now()
-   where i.user_id = uid and i.provider = 'email';
-  if not found then
-    insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
-    values (uid::text, uid, pg_catalog.jsonb_build_object('sub', uid::text, 'email', u.email,
-            'email_verified', verified, 'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
-  end if;
-  update auth.users x
-     set raw_app_meta_data = coalesce(x.raw_app_meta_data, '{}')
-           || pg_catalog.jsonb_build_object('provider', coalesce(x.raw_app_meta_data ->> 'provider', 'email'),
-                'providers', (select pg_catalog.jsonb_agg(distinct p) from (
-                  select pg_catalog.jsonb_array_elements_text(coalesce(x.raw_app_meta_data -> 'providers', '[]')) p
-                  union select 'email') ps))
-   where x.id = uid;
 end
 $$;
 
@@ -303,27 +264,23 @@ $$;
 comment on function auth.admin_delete_user(uuid, boolean) is
   'Admin: delete a user, or with should_soft_delete keep the row and erase what identifies the person.';
 
--- A link and code for signup (creates the user with the password), invite (creates the
--- user without one), magiclink or recovery (an existing user), returned to the admin
--- instead of being sent. The shape of supabase-js's generateLink result.
-create function auth.admin_generate_link(type text, email text, password text default null,
-                                         data jsonb default null, redirect_to text default null)
+-- A token for signup (creates the user with the password), invite (creates the user
+-- without one), magiclink or recovery (an existing user); returns its message, which
+-- admin_generate_link hands back and admin_invite_user delivers.
+create function auth._admin_link(type text, email text, password text, data jsonb, s jsonb)
 returns jsonb
-language plpgsql volatile security definer
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   addr text := auth._normalize_email(email);
-  s jsonb := auth._flow_settings(redirect_to);
   u auth.users;
   m jsonb;
 begin
   if type is null or type not in ('signup', 'invite', 'magiclink', 'recovery') then
     raise exception 'validation_failed: type must be signup, invite, magiclink or recovery' using errcode = '22023';
   end if;
-  if data is not null and (pg_catalog.jsonb_typeof(data) <> 'object' or pg_catalog.octet_length(data::text) > 16384) then
-    raise exception 'validation_failed: data must be a JSON object of at most 16384 bytes' using errcode = '22023';
-  end if;
+  perform auth._check_data(data, 'data');
   select * into u from auth.users x
    where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null for update;
   if type in ('signup', 'invite') then
@@ -346,6 +303,21 @@ begin
   perform auth._audit_user_admin(case type when 'invite' then 'user_invited' when 'recovery' then 'user_recovery_requested'
                                    else 'user_confirmation_requested' end, u,
                                  pg_catalog.jsonb_build_object('type', type, 'via', 'generate_link'));
+  return m;
+end
+$$;
+
+-- The link and code, returned to the admin instead of being sent: the shape of
+-- supabase-js's generateLink result.
+create function auth.admin_generate_link(type text, email text, password text default null,
+                                         data jsonb default null, redirect_to text default null)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  m jsonb := auth._admin_link(type, email, password, data, auth._flow_settings(redirect_to));
+begin
   return pg_catalog.jsonb_build_object(
     'properties', pg_catalog.jsonb_build_object(
       'action_link', (m -> 'email_data' ->> 'redirect_to') || '?token_hash=' || (m -> 'email_data' ->> 'token_hash') || '&type=' || type,
@@ -367,17 +339,10 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   s jsonb := auth._flow_settings(redirect_to);
-  m jsonb;
-  link jsonb;
+  m jsonb := auth._admin_link('invite', email, null, data, s);
 begin
-  link := auth.admin_generate_link('invite', email, null, data, redirect_to);
-  -- The same message a hook or the mailer receives for every other flow.
-  m := pg_catalog.jsonb_build_object('user', link -> 'user', 'email_data', pg_catalog.jsonb_build_object(
-    'token', link -> 'properties' ->> 'email_otp', 'token_hash', link -> 'properties' ->> 'hashed_token',
-    'redirect_to', link -> 'properties' ->> 'redirect_to', 'email_action_type', 'invite',
-    'site_url', s ->> 'site_url', 'token_new', '', 'token_hash_new', ''));
-  perform auth._deliver((link -> 'user' ->> 'id')::uuid, link -> 'user' ->> 'email', 'invite', m, s);
-  return link -> 'user';
+  perform auth._deliver((m -> 'user' ->> 'id')::uuid, m -> 'user' ->> 'email', 'invite', m, s);
+  return m -> 'user';
 end
 $$;
 comment on function auth.admin_invite_user(text, jsonb, text) is
@@ -398,9 +363,7 @@ begin
     raise exception 'anonymous_provider_disabled: Anonymous sign-ins are disabled'
       using errcode = '28000', hint = 'Set auth.anonymous_sign_ins = on to allow them.';
   end if;
-  if data is not null and (pg_catalog.jsonb_typeof(data) <> 'object' or pg_catalog.octet_length(data::text) > 16384) then
-    raise exception 'validation_failed: data must be a JSON object of at most 16384 bytes' using errcode = '22023';
-  end if;
+  perform auth._check_data(data, 'data');
   if not auth._rate_limit('anonymous_ip:' || coalesce(auth._client_ip(), 'unknown'),
                           (s ->> 'anonymous_rate_limit')::integer, 3600) then
     raise exception 'over_request_rate_limit: Too many anonymous sign-ins from this address; try again later'
@@ -496,12 +459,7 @@ begin
       returning id into uid;
       created := true;
     else
-      update auth.users x
-         set raw_app_meta_data = coalesce(x.raw_app_meta_data, '{}') || pg_catalog.jsonb_build_object('providers',
-               (select pg_catalog.jsonb_agg(distinct p) from (
-                  select pg_catalog.jsonb_array_elements_text(coalesce(x.raw_app_meta_data -> 'providers', '[]')) p
-                  union select pname) ps))
-       where x.id = uid;
+      update auth.users x set raw_app_meta_data = auth._add_provider(x.raw_app_meta_data, pname) where x.id = uid;
     end if;
     insert into auth.identities (provider_id, user_id, identity_data, provider, last_sign_in_at, created_at, updated_at)
     values (sub, uid, data, pname, pg_catalog.now(), pg_catalog.now(), pg_catalog.now());

@@ -149,6 +149,70 @@ create function auth._otp_hash(token text) returns text
 language sql immutable parallel safe
 return pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8')), 'hex');
 
+-- Metadata merged as GoTrue merges it: top-level keys replaced, a null value removes one.
+create function auth._merge_metadata(old jsonb, changes jsonb) returns jsonb
+language sql immutable parallel safe
+return (select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}'::jsonb)
+          from pg_catalog.jsonb_each(coalesce(old, '{}'::jsonb) || coalesce(changes, '{}'::jsonb)) e
+         where e.value <> 'null'::jsonb);
+
+-- app_metadata with `provider` among its providers (and as provider when it has none).
+create function auth._add_provider(app jsonb, provider text) returns jsonb
+language sql immutable parallel safe
+return coalesce(app, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+  'provider', coalesce(app ->> 'provider', provider),
+  'providers', (select pg_catalog.jsonb_agg(distinct p) from (
+                  select pg_catalog.jsonb_array_elements_text(coalesce(app -> 'providers', '[]'::jsonb)) p
+                  union select provider) ps));
+
+-- A metadata argument: NULL, or a JSON object of at most 16 KiB.
+create function auth._check_data(data jsonb, what text) returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if data is not null and (pg_catalog.jsonb_typeof(data) <> 'object' or pg_catalog.octet_length(data::text) > 16384) then
+    raise exception 'validation_failed: % must be a JSON object of at most 16384 bytes', what using errcode = '22023';
+  end if;
+end
+$$;
+
+-- The session_id claim of the request, or NULL when absent or not a uuid.
+create function auth._claims_session_id() returns uuid
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return nullif(auth.jwt() ->> 'session_id', '')::uuid;
+exception when invalid_text_representation then
+  return null;
+end
+$$;
+
+-- Make sure the user has an email identity for its address (anonymous users and users from
+-- ID tokens have none), and that app_metadata lists the provider.
+create function auth._ensure_email_identity(uid uuid, verified boolean) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  u auth.users;
+begin
+  select * into strict u from auth.users x where x.id = uid;
+  update auth.identities i
+     set identity_data = i.identity_data || pg_catalog.jsonb_build_object('email', u.email)
+                         || case when verified then '{"email_verified": true}'::jsonb else '{}'::jsonb end,
+         updated_at = pg_catalog.now()
+   where i.user_id = uid and i.provider = 'email';
+  if not found then
+    insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+    values (uid::text, uid, pg_catalog.jsonb_build_object('sub', uid::text, 'email', u.email,
+            'email_verified', verified, 'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
+  end if;
+  update auth.users x set raw_app_meta_data = auth._add_provider(x.raw_app_meta_data, 'email') where x.id = uid;
+end
+$$;
+
 -- Count one hit against a fixed-window limit; true while within it. max <= 0: no limit.
 create function auth._rate_limit(key text, max integer, window_seconds integer) returns boolean
 language plpgsql volatile
@@ -373,18 +437,13 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   uid uuid := auth.uid();
-  sid uuid;
+  sid uuid := auth._claims_session_id();
   u auth.users;
 begin
   if uid is null then
     raise exception 'no_authorization: This call needs the claims of a signed-in user'
       using errcode = '28000', hint = 'Call it with a user''s access token (request.jwt.claims).';
   end if;
-  begin
-    sid := nullif(auth.jwt() ->> 'session_id', '')::uuid;
-  exception when invalid_text_representation then
-    sid := null;
-  end;
   if sid is not null and not exists (select from auth.sessions x where x.id = sid and x.user_id = uid) then
     raise exception 'session_not_found: Session from session_id claim in JWT does not exist'
       using errcode = '28000', hint = 'Sign in again.';
@@ -426,7 +485,6 @@ declare
   merged jsonb;
   addr text;
   changed text[] := '{}';
-  sid uuid;
   s jsonb;
 begin
   if attributes is null or pg_catalog.jsonb_typeof(attributes) <> 'object' then
@@ -443,10 +501,7 @@ begin
     if pg_catalog.jsonb_typeof(attributes -> 'data') <> 'object' then
       raise exception 'validation_failed: data must be a JSON object' using errcode = '22023';
     end if;
-    select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}')
-      into merged
-      from pg_catalog.jsonb_each(coalesce(u.raw_user_meta_data, '{}') || (attributes -> 'data')) e
-     where e.value <> 'null'::jsonb;
+    merged := auth._merge_metadata(u.raw_user_meta_data, attributes -> 'data');
     if pg_catalog.octet_length(merged::text) > 16384 then
       raise exception 'validation_failed: user metadata is larger than 16384 bytes' using errcode = '22023';
     end if;
@@ -465,12 +520,7 @@ begin
     update auth.users x set encrypted_password = auth._hash_password(attributes ->> 'password')
      where x.id = u.id;
     -- As GoTrue does: a new password ends every other session of the user.
-    begin
-      sid := nullif(auth.jwt() ->> 'session_id', '')::uuid;
-    exception when invalid_text_representation then
-      sid := null;
-    end;
-    delete from auth.sessions x where x.user_id = u.id and x.id is distinct from sid;
+    delete from auth.sessions x where x.user_id = u.id and x.id is distinct from auth._claims_session_id();
     perform auth._audit('user_updated_password', u.id, '{"provider": "email"}');
     changed := changed || 'password'::text;
   end if;
@@ -535,10 +585,7 @@ declare
   s jsonb := auth._flow_settings(redirect_to);
   uid uuid;
 begin
-  if data is not null and (pg_catalog.jsonb_typeof(data) <> 'object' or pg_catalog.octet_length(data::text) > 16384) then
-    raise exception 'validation_failed: data must be a JSON object of at most 16384 bytes'
-      using errcode = '22023';
-  end if;
+  perform auth._check_data(data, 'data');
   perform auth._count_email_send(addr, s);
   select x.id into uid from auth.users x
    where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null;
@@ -677,24 +724,8 @@ begin
       raise exception 'email_exists: A user with this email address has already been registered'
         using errcode = '23505';
     end;
-    update auth.identities i
-       set identity_data = i.identity_data || pg_catalog.jsonb_build_object('email', o.relates_to, 'email_verified', true),
-           updated_at = pg_catalog.now()
-     where i.user_id = u.id and i.provider = 'email';
-    if not found then
-      -- A user without an email identity (anonymous, or from an ID token) gains one.
-      insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
-      values (u.id::text, u.id, pg_catalog.jsonb_build_object('sub', u.id::text, 'email', o.relates_to,
-              'email_verified', true, 'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
-      update auth.users x
-         set raw_app_meta_data = pg_catalog.jsonb_set(
-               coalesce(x.raw_app_meta_data, '{}') || pg_catalog.jsonb_build_object('provider', coalesce(x.raw_app_meta_data ->> 'provider', 'email')),
-               '{providers}',
-               (select pg_catalog.jsonb_agg(distinct p) from (
-                  select pg_catalog.jsonb_array_elements_text(coalesce(x.raw_app_meta_data -> 'providers', '[]')) p
-                  union select 'email') ps))
-       where x.id = u.id;
-    end if;
+    -- A user without an email identity (anonymous, or from an ID token) gains one.
+    perform auth._ensure_email_identity(u.id, true);
   else
     update auth.users x
        set email_confirmed_at = coalesce(x.email_confirmed_at, pg_catalog.now())
@@ -754,10 +785,8 @@ begin
     raise exception 'validation_failed: unknown attribute "%" (%)', pg_catalog.left(bad, 64),
       pg_catalog.array_to_string(allowed, ', ') using errcode = '22023';
   end if;
-  for bad in select k from pg_catalog.unnest(array['user_metadata', 'app_metadata']) k
-              where attributes ? k and (pg_catalog.jsonb_typeof(attributes -> k) <> 'object'
-                                        or pg_catalog.octet_length((attributes -> k)::text) > 16384) loop
-    raise exception 'validation_failed: % must be a JSON object of at most 16384 bytes', bad using errcode = '22023';
+  for bad in select k from pg_catalog.unnest(array['user_metadata', 'app_metadata']) k where attributes ? k loop
+    perform auth._check_data(attributes -> bad, bad);
   end loop;
   for bad in select k from pg_catalog.unnest(array['email', 'password', 'ban_duration']) k
               where attributes ? k and pg_catalog.jsonb_typeof(attributes -> k) <> 'string' loop
@@ -768,13 +797,6 @@ begin
   end if;
 end
 $$;
-
--- Metadata merged as GoTrue merges it: top-level keys replaced, a null value removes one.
-create function auth._merge_metadata(old jsonb, changes jsonb) returns jsonb
-language sql immutable parallel safe
-return (select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}'::jsonb)
-          from pg_catalog.jsonb_each(coalesce(old, '{}'::jsonb) || coalesce(changes, '{}'::jsonb)) e
-         where e.value <> 'null'::jsonb);
 
 -- banned_until for a ban_duration: 'none' lifts a ban; otherwise an interval from now
 -- ('24h', '7 days', '1h30m').
@@ -817,36 +839,6 @@ begin
     raise exception 'user_not_found: User not found' using errcode = 'P0002';
   end if;
   return u;
-end
-$$;
-
--- Make sure the user has an email identity for its address (anonymous users and users from
--- ID tokens have none), and that app_metadata lists the provider.
-create function auth._ensure_email_identity(uid uuid, verified boolean) returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  u auth.users;
-begin
-  select * into strict u from auth.users x where x.id = uid;
-  update auth.identities i
-     set identity_data = i.identity_data || pg_catalog.jsonb_build_object('email', u.email)
-                         || case when verified then '{"email_verified": true}'::jsonb else '{}'::jsonb end,
-         updated_at = pg_catalog.now()
-   where i.user_id = uid and i.provider = 'email';
-  if not found then
-    insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
-    values (uid::text, uid, pg_catalog.jsonb_build_object('sub', uid::text, 'email', u.email,
-            'email_verified', verified, 'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
-  end if;
-  update auth.users x
-     set raw_app_meta_data = coalesce(x.raw_app_meta_data, '{}')
-           || pg_catalog.jsonb_build_object('provider', coalesce(x.raw_app_meta_data ->> 'provider', 'email'),
-                'providers', (select pg_catalog.jsonb_agg(distinct p) from (
-                  select pg_catalog.jsonb_array_elements_text(coalesce(x.raw_app_meta_data -> 'providers', '[]')) p
-                  union select 'email') ps))
-   where x.id = uid;
 end
 $$;
 
@@ -1025,27 +1017,23 @@ $$;
 comment on function auth.admin_delete_user(uuid, boolean) is
   'Admin: delete a user, or with should_soft_delete keep the row and erase what identifies the person.';
 
--- A link and code for signup (creates the user with the password), invite (creates the
--- user without one), magiclink or recovery (an existing user), returned to the admin
--- instead of being sent. The shape of supabase-js's generateLink result.
-create function auth.admin_generate_link(type text, email text, password text default null,
-                                         data jsonb default null, redirect_to text default null)
+-- A token for signup (creates the user with the password), invite (creates the user
+-- without one), magiclink or recovery (an existing user); returns its message, which
+-- admin_generate_link hands back and admin_invite_user delivers.
+create function auth._admin_link(type text, email text, password text, data jsonb, s jsonb)
 returns jsonb
-language plpgsql volatile security definer
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   addr text := auth._normalize_email(email);
-  s jsonb := auth._flow_settings(redirect_to);
   u auth.users;
   m jsonb;
 begin
   if type is null or type not in ('signup', 'invite', 'magiclink', 'recovery') then
     raise exception 'validation_failed: type must be signup, invite, magiclink or recovery' using errcode = '22023';
   end if;
-  if data is not null and (pg_catalog.jsonb_typeof(data) <> 'object' or pg_catalog.octet_length(data::text) > 16384) then
-    raise exception 'validation_failed: data must be a JSON object of at most 16384 bytes' using errcode = '22023';
-  end if;
+  perform auth._check_data(data, 'data');
   select * into u from auth.users x
    where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null for update;
   if type in ('signup', 'invite') then
@@ -1068,6 +1056,21 @@ begin
   perform auth._audit_user_admin(case type when 'invite' then 'user_invited' when 'recovery' then 'user_recovery_requested'
                                    else 'user_confirmation_requested' end, u,
                                  pg_catalog.jsonb_build_object('type', type, 'via', 'generate_link'));
+  return m;
+end
+$$;
+
+-- The link and code, returned to the admin instead of being sent: the shape of
+-- supabase-js's generateLink result.
+create function auth.admin_generate_link(type text, email text, password text default null,
+                                         data jsonb default null, redirect_to text default null)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  m jsonb := auth._admin_link(type, email, password, data, auth._flow_settings(redirect_to));
+begin
   return pg_catalog.jsonb_build_object(
     'properties', pg_catalog.jsonb_build_object(
       'action_link', (m -> 'email_data' ->> 'redirect_to') || '?token_hash=' || (m -> 'email_data' ->> 'token_hash') || '&type=' || type,
@@ -1089,17 +1092,10 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   s jsonb := auth._flow_settings(redirect_to);
-  m jsonb;
-  link jsonb;
+  m jsonb := auth._admin_link('invite', email, null, data, s);
 begin
-  link := auth.admin_generate_link('invite', email, null, data, redirect_to);
-  -- The same message a hook or the mailer receives for every other flow.
-  m := pg_catalog.jsonb_build_object('user', link -> 'user', 'email_data', pg_catalog.jsonb_build_object(
-    'token', link -> 'properties' ->> 'email_otp', 'token_hash', link -> 'properties' ->> 'hashed_token',
-    'redirect_to', link -> 'properties' ->> 'redirect_to', 'email_action_type', 'invite',
-    'site_url', s ->> 'site_url', 'token_new', '', 'token_hash_new', ''));
-  perform auth._deliver((link -> 'user' ->> 'id')::uuid, link -> 'user' ->> 'email', 'invite', m, s);
-  return link -> 'user';
+  perform auth._deliver((m -> 'user' ->> 'id')::uuid, m -> 'user' ->> 'email', 'invite', m, s);
+  return m -> 'user';
 end
 $$;
 comment on function auth.admin_invite_user(text, jsonb, text) is
@@ -1120,9 +1116,7 @@ begin
     raise exception 'anonymous_provider_disabled: Anonymous sign-ins are disabled'
       using errcode = '28000', hint = 'Set auth.anonymous_sign_ins = on to allow them.';
   end if;
-  if data is not null and (pg_catalog.jsonb_typeof(data) <> 'object' or pg_catalog.octet_length(data::text) > 16384) then
-    raise exception 'validation_failed: data must be a JSON object of at most 16384 bytes' using errcode = '22023';
-  end if;
+  perform auth._check_data(data, 'data');
   if not auth._rate_limit('anonymous_ip:' || coalesce(auth._client_ip(), 'unknown'),
                           (s ->> 'anonymous_rate_limit')::integer, 3600) then
     raise exception 'over_request_rate_limit: Too many anonymous sign-ins from this address; try again later'
@@ -1218,12 +1212,7 @@ begin
       returning id into uid;
       created := true;
     else
-      update auth.users x
-         set raw_app_meta_data = coalesce(x.raw_app_meta_data, '{}') || pg_catalog.jsonb_build_object('providers',
-               (select pg_catalog.jsonb_agg(distinct p) from (
-                  select pg_catalog.jsonb_array_elements_text(coalesce(x.raw_app_meta_data -> 'providers', '[]')) p
-                  union select pname) ps))
-       where x.id = uid;
+      update auth.users x set raw_app_meta_data = auth._add_provider(x.raw_app_meta_data, pname) where x.id = uid;
     end if;
     insert into auth.identities (provider_id, user_id, identity_data, provider, last_sign_in_at, created_at, updated_at)
     values (sub, uid, data, pname, pg_catalog.now(), pg_catalog.now(), pg_catalog.now());
@@ -1250,7 +1239,8 @@ comment on function auth.sign_in_with_id_token(text, text, text) is
   'Sign in with an OIDC ID token of a trusted issuer (signInWithIdToken); creates or links the user; amr oauth.';
 
 -- From sql/finalize.sql: the user object gains GoTrue's optional fields, sign_up its
--- redirect_to, cleanup the one-time tokens and the outbox.
+-- redirect_to, cleanup the one-time tokens and the outbox, sign_out reads the session
+-- id through auth._claims_session_id.
 create or replace function auth._user_json(u auth.users) returns jsonb
 language sql stable parallel safe
 begin atomic
@@ -1348,6 +1338,36 @@ $$;
 comment on function auth.cleanup(integer) is
   'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens and outbox messages, in batches.';
 
+create or replace function auth.sign_out(scope text default 'global') returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  sid uuid := auth._claims_session_id();
+  uid uuid := auth.uid();
+  n bigint;
+begin
+  if scope is null or scope not in ('global', 'local', 'others') then
+    raise exception 'validation_failed: scope must be global, local or others'
+      using errcode = '22023';
+  end if;
+  if sid is null or uid is null
+     or not exists (select 1 from auth.sessions s where s.id = sid and s.user_id = uid) then
+    raise exception 'session_not_found: No session for this request'
+      using errcode = '28000', hint = 'Sign-out needs the claims of a signed-in user''s access token.';
+  end if;
+  if scope = 'global' then
+    delete from auth.sessions s where s.user_id = uid;
+  elsif scope = 'local' then
+    delete from auth.sessions s where s.id = sid;
+  else
+    delete from auth.sessions s where s.user_id = uid and s.id <> sid;
+  end if;
+  get diagnostics n = row_count;
+  perform auth._audit('logout', uid, jsonb_build_object('scope', scope, 'sessions', n));
+end
+$$;
+
 revoke all on function auth."_flow_settings"(text), auth."_new_otp"(), auth."_normalize_email"(text),
   auth."_hash_password"(text), auth."_start_session"(uuid, text), auth."_locked_out"(text),
   auth."_otp_failed"(text, uuid, text), auth."_sign_up_with_redirect"(text, text, text, text),
@@ -1360,7 +1380,8 @@ revoke all on function auth."_flow_settings"(text), auth."_new_otp"(), auth."_no
   auth."_client_ip"(), auth."_verify_id_token"(text), auth."_hook_timer"(integer), auth."_hook_timer_restore"(bigint),
   auth._call_hook(text, jsonb, integer), auth._issue_otp(uuid, text, text, jsonb),
   auth._audit_user_admin(text, auth.users, jsonb), auth._check_attributes(jsonb, text[]),
-  auth._merge_metadata(jsonb, jsonb), auth._banned_until(text), auth._admin_user(uuid, boolean),
+  auth._merge_metadata(jsonb, jsonb), auth._add_provider(jsonb, text), auth._check_data(jsonb, text),
+  auth._claims_session_id(), auth._admin_link(text, text, text, jsonb, jsonb), auth._banned_until(text), auth._admin_user(uuid, boolean),
   auth._ensure_email_identity(uuid, boolean), auth.admin_create_user(jsonb), auth.admin_get_user(uuid),
   auth.admin_list_users(integer, integer, text), auth.admin_update_user(uuid, jsonb),
   auth.admin_delete_user(uuid, boolean), auth.admin_generate_link(text, text, text, jsonb, text),

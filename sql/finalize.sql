@@ -453,8 +453,7 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  claims jsonb := auth.jwt();
-  sid uuid;
+  sid uuid := auth._claims_session_id();
   uid uuid := auth.uid();
   n bigint;
 begin
@@ -462,11 +461,6 @@ begin
     raise exception 'validation_failed: scope must be global, local or others'
       using errcode = '22023';
   end if;
-  begin
-    sid := nullif(claims ->> 'session_id', '')::uuid;
-  exception when invalid_text_representation then
-    sid := null;
-  end;
   if sid is null or uid is null
      or not exists (select 1 from auth.sessions s where s.id = sid and s.user_id = uid) then
     raise exception 'session_not_found: No session for this request'

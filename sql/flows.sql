@@ -14,6 +14,70 @@ create function auth._otp_hash(token text) returns text
 language sql immutable parallel safe
 return pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8')), 'hex');
 
+-- Metadata merged as GoTrue merges it: top-level keys replaced, a null value removes one.
+create function auth._merge_metadata(old jsonb, changes jsonb) returns jsonb
+language sql immutable parallel safe
+return (select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}'::jsonb)
+          from pg_catalog.jsonb_each(coalesce(old, '{}'::jsonb) || coalesce(changes, '{}'::jsonb)) e
+         where e.value <> 'null'::jsonb);
+
+-- app_metadata with `provider` among its providers (and as provider when it has none).
+create function auth._add_provider(app jsonb, provider text) returns jsonb
+language sql immutable parallel safe
+return coalesce(app, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+  'provider', coalesce(app ->> 'provider', provider),
+  'providers', (select pg_catalog.jsonb_agg(distinct p) from (
+                  select pg_catalog.jsonb_array_elements_text(coalesce(app -> 'providers', '[]'::jsonb)) p
+                  union select provider) ps));
+
+-- A metadata argument: NULL, or a JSON object of at most 16 KiB.
+create function auth._check_data(data jsonb, what text) returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if data is not null and (pg_catalog.jsonb_typeof(data) <> 'object' or pg_catalog.octet_length(data::text) > 16384) then
+    raise exception 'validation_failed: % must be a JSON object of at most 16384 bytes', what using errcode = '22023';
+  end if;
+end
+$$;
+
+-- The session_id claim of the request, or NULL when absent or not a uuid.
+create function auth._claims_session_id() returns uuid
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return nullif(auth.jwt() ->> 'session_id', '')::uuid;
+exception when invalid_text_representation then
+  return null;
+end
+$$;
+
+-- Make sure the user has an email identity for its address (anonymous users and users from
+-- ID tokens have none), and that app_metadata lists the provider.
+create function auth._ensure_email_identity(uid uuid, verified boolean) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  u auth.users;
+begin
+  select * into strict u from auth.users x where x.id = uid;
+  update auth.identities i
+     set identity_data = i.identity_data || pg_catalog.jsonb_build_object('email', u.email)
+                         || case when verified then '{"email_verified": true}'::jsonb else '{}'::jsonb end,
+         updated_at = pg_catalog.now()
+   where i.user_id = uid and i.provider = 'email';
+  if not found then
+    insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+    values (uid::text, uid, pg_catalog.jsonb_build_object('sub', uid::text, 'email', u.email,
+            'email_verified', verified, 'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
+  end if;
+  update auth.users x set raw_app_meta_data = auth._add_provider(x.raw_app_meta_data, 'email') where x.id = uid;
+end
+$$;
+
 -- Count one hit against a fixed-window limit; true while within it. max <= 0: no limit.
 create function auth._rate_limit(key text, max integer, window_seconds integer) returns boolean
 language plpgsql volatile
@@ -238,18 +302,13 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   uid uuid := auth.uid();
-  sid uuid;
+  sid uuid := auth._claims_session_id();
   u auth.users;
 begin
   if uid is null then
     raise exception 'no_authorization: This call needs the claims of a signed-in user'
       using errcode = '28000', hint = 'Call it with a user''s access token (request.jwt.claims).';
   end if;
-  begin
-    sid := nullif(auth.jwt() ->> 'session_id', '')::uuid;
-  exception when invalid_text_representation then
-    sid := null;
-  end;
   if sid is not null and not exists (select from auth.sessions x where x.id = sid and x.user_id = uid) then
     raise exception 'session_not_found: Session from session_id claim in JWT does not exist'
       using errcode = '28000', hint = 'Sign in again.';
@@ -291,7 +350,6 @@ declare
   merged jsonb;
   addr text;
   changed text[] := '{}';
-  sid uuid;
   s jsonb;
 begin
   if attributes is null or pg_catalog.jsonb_typeof(attributes) <> 'object' then
@@ -308,10 +366,7 @@ begin
     if pg_catalog.jsonb_typeof(attributes -> 'data') <> 'object' then
       raise exception 'validation_failed: data must be a JSON object' using errcode = '22023';
     end if;
-    select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}')
-      into merged
-      from pg_catalog.jsonb_each(coalesce(u.raw_user_meta_data, '{}') || (attributes -> 'data')) e
-     where e.value <> 'null'::jsonb;
+    merged := auth._merge_metadata(u.raw_user_meta_data, attributes -> 'data');
     if pg_catalog.octet_length(merged::text) > 16384 then
       raise exception 'validation_failed: user metadata is larger than 16384 bytes' using errcode = '22023';
     end if;
@@ -330,12 +385,7 @@ begin
     update auth.users x set encrypted_password = auth._hash_password(attributes ->> 'password')
      where x.id = u.id;
     -- As GoTrue does: a new password ends every other session of the user.
-    begin
-      sid := nullif(auth.jwt() ->> 'session_id', '')::uuid;
-    exception when invalid_text_representation then
-      sid := null;
-    end;
-    delete from auth.sessions x where x.user_id = u.id and x.id is distinct from sid;
+    delete from auth.sessions x where x.user_id = u.id and x.id is distinct from auth._claims_session_id();
     perform auth._audit('user_updated_password', u.id, '{"provider": "email"}');
     changed := changed || 'password'::text;
   end if;
@@ -400,10 +450,7 @@ declare
   s jsonb := auth._flow_settings(redirect_to);
   uid uuid;
 begin
-  if data is not null and (pg_catalog.jsonb_typeof(data) <> 'object' or pg_catalog.octet_length(data::text) > 16384) then
-    raise exception 'validation_failed: data must be a JSON object of at most 16384 bytes'
-      using errcode = '22023';
-  end if;
+  perform auth._check_data(data, 'data');
   perform auth._count_email_send(addr, s);
   select x.id into uid from auth.users x
    where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null;
@@ -542,24 +589,8 @@ begin
       raise exception 'email_exists: A user with this email address has already been registered'
         using errcode = '23505';
     end;
-    update auth.identities i
-       set identity_data = i.identity_data || pg_catalog.jsonb_build_object('email', o.relates_to, 'email_verified', true),
-           updated_at = pg_catalog.now()
-     where i.user_id = u.id and i.provider = 'email';
-    if not found then
-      -- A user without an email identity (anonymous, or from an ID token) gains one.
-      insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
-      values (u.id::text, u.id, pg_catalog.jsonb_build_object('sub', u.id::text, 'email', o.relates_to,
-              'email_verified', true, 'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
-      update auth.users x
-         set raw_app_meta_data = pg_catalog.jsonb_set(
-               coalesce(x.raw_app_meta_data, '{}') || pg_catalog.jsonb_build_object('provider', coalesce(x.raw_app_meta_data ->> 'provider', 'email')),
-               '{providers}',
-               (select pg_catalog.jsonb_agg(distinct p) from (
-                  select pg_catalog.jsonb_array_elements_text(coalesce(x.raw_app_meta_data -> 'providers', '[]')) p
-                  union select 'email') ps))
-       where x.id = u.id;
-    end if;
+    -- A user without an email identity (anonymous, or from an ID token) gains one.
+    perform auth._ensure_email_identity(u.id, true);
   else
     update auth.users x
        set email_confirmed_at = coalesce(x.email_confirmed_at, pg_catalog.now())
