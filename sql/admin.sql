@@ -11,7 +11,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
   perform auth._audit_admin(action, traits || pg_catalog.jsonb_build_object(
-    'user_id', u.id, 'user_email', u.email, 'actor_role', pg_catalog.current_user()));
+    'user_id', u.id, 'user_email', u.email));
 end
 $$;
 
@@ -425,7 +425,7 @@ begin
     raise exception 'bad_jwt: the ID token has no sub claim' using errcode = '28000';
   end if;
   if nonce is not null then
-    if claims ->> 'nonce' is null or (claims ->> 'nonce' <> nonce and claims ->> 'nonce' <> auth._otp_hash(nonce)) then
+    if claims ->> 'nonce' is null or (claims ->> 'nonce' <> nonce and claims ->> 'nonce' <> auth._sha256_hex(nonce)) then
       raise exception 'bad_jwt: the nonce does not match the ID token''s' using errcode = '28000';
     end if;
   elsif claims ? 'nonce' then
@@ -435,6 +435,8 @@ begin
   addr := pg_catalog.lower(claims ->> 'email');
   verified := coalesce(claims -> 'email_verified' in ('true'::jsonb, '"true"'::jsonb), false);
   data := claims - array['aud', 'exp', 'iat', 'nbf', 'nonce', 'at_hash', 'c_hash', 'auth_time', 'azp', 'jti'];
+  -- Stored as identity data and, for a new user, as user metadata: the same rules.
+  perform auth._check_data(data, 'the ID token''s claims');
   select i.user_id into uid from auth.identities i where i.provider = pname and i.provider_id = sub;
   if uid is not null then
     update auth.identities i set identity_data = data, last_sign_in_at = pg_catalog.now(), updated_at = pg_catalog.now()

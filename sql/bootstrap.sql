@@ -29,6 +29,11 @@ begin
     -- As on Supabase: the service role bypasses row level security.
     create role service_role nologin noinherit bypassrls;
   end if;
+  if not exists (select 1 from pg_catalog.pg_roles where rolname = 'supabase_auth_admin') then
+    -- Hooks run as this role (Supabase's name for it, so its hook grants work unchanged);
+    -- here it owns nothing and may read none of the auth tables.
+    create role supabase_auth_admin nologin noinherit;
+  end if;
 end
 $$;
 
@@ -216,10 +221,11 @@ create table auth.trusted_issuers (
 comment on table auth.trusted_issuers is 'auth_ext: third-party token issuers, their JWKS, audiences and role mapping. Change through auth.set_trusted_issuer.';
 
 -- One-time tokens of the account flows (sign-up confirmation, recovery, magic link, email
--- change, invitation), one per user and purpose: a new one replaces the old. Only hashes
--- are kept: token_hash is the SHA-256 of the link token (256 random bits), code_hash the
--- SHA-256 of "<id>:<six-digit code>". relates_to is the address the message went to.
--- (Supabase's table of the same name keeps one hash, of the email and the code.)
+-- change, invitation), one per user and purpose: a new one replaces the old. Only keyed
+-- hashes are kept (auth._otp_hash: an HMAC under a key of auth.secret_keys): token_hash
+-- of the link token (256 random bits), code_hash of "<id>:<six-digit code>", so a copy of
+-- this table alone verifies nothing. relates_to is the address the message went to.
+-- (Supabase's table of the same name keeps one unkeyed hash, of the email and the code.)
 create table auth.one_time_tokens (
   id uuid not null primary key,
   user_id uuid not null references auth.users (id) on delete cascade,
@@ -237,6 +243,19 @@ create table auth.one_time_tokens (
 comment on table auth.one_time_tokens is 'auth_ext: hashes of pending confirmation, recovery, magic-link, email-change and invite tokens. Owner only.';
 create index one_time_tokens_token_hash_idx on auth.one_time_tokens using hash (token_hash);
 create index one_time_tokens_relates_to_idx on auth.one_time_tokens using hash (relates_to);
+
+-- Keys of the short secrets the extension stores (one-time codes and link tokens now):
+-- those are kept as HMACs under a key from this table, so a copy of the table that holds
+-- them (a leaked dump of it, a replica of it) cannot be used to test guesses. Owner only;
+-- read by the library with the owner's rights, like the signing keys.
+create table auth.secret_keys (
+  purpose text not null primary key,
+  secret text not null,
+  created_at timestamptz not null default now(),
+  constraint secret_keys_purpose_check check (purpose in ('otp')),
+  constraint secret_keys_secret_check check (length(secret) >= 43)
+);
+comment on table auth.secret_keys is 'auth_ext: HMAC keys of stored one-time codes and tokens. Owner only: never grant access to this table.';
 
 -- Messages for the mailer when no delivery hook is set (auth.hook_send_email): the only
 -- place a one-time token exists in plain text. service_role reads them and marks them
@@ -274,5 +293,6 @@ select pg_catalog.pg_extension_config_dump('auth.audit_log_entries', '');
 select pg_catalog.pg_extension_config_dump('auth.signing_keys', '');
 select pg_catalog.pg_extension_config_dump('auth.trusted_issuers', '');
 select pg_catalog.pg_extension_config_dump('auth.one_time_tokens', '');
+select pg_catalog.pg_extension_config_dump('auth.secret_keys', '');
 select pg_catalog.pg_extension_config_dump('auth.email_outbox', '');
 select pg_catalog.pg_extension_config_dump('auth.email_outbox_id_seq', '');

@@ -94,6 +94,29 @@ create trigger trusted_issuers_changed
   after insert or update or delete or truncate on auth.trusted_issuers
   for each statement execute function auth._signing_keys_changed();
 
+-- The secret keys: a restore runs CREATE EXTENSION (which generates a fresh key) and then
+-- copies the dumped keys in; the dumped key must win, or every code sent before the dump
+-- would stop verifying. Any change drops the keys cached by every backend.
+create function auth._secret_keys_before_insert() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  delete from auth.secret_keys k where k.purpose = new.purpose;
+  return new;
+end
+$$;
+
+create trigger secret_keys_before_insert
+  before insert on auth.secret_keys
+  for each row execute function auth._secret_keys_before_insert();
+
+create trigger secret_keys_changed
+  after insert or update or delete or truncate on auth.secret_keys
+  for each statement execute function auth._signing_keys_changed();
+
+insert into auth.secret_keys (purpose, secret) values ('otp', auth._random_secret());
+
 -- The zero-configuration secret: 256 random bits as 43 base64url characters.
 insert into auth.signing_keys (algorithm, state, secret, generated)
 values ('HS256', 'in_use', auth._random_secret(), true);
@@ -116,7 +139,8 @@ create function auth._audit_admin(action text, traits jsonb) returns void
 language sql volatile
 set search_path = pg_catalog, pg_temp
 return auth._audit(action, '00000000-0000-0000-0000-000000000000'::uuid,
-                   traits || pg_catalog.jsonb_build_object('session_user', pg_catalog.session_user()));
+                   traits || pg_catalog.jsonb_build_object('session_user', pg_catalog.session_user(),
+                                                           'actor_role', auth._calling_role()));
 
 -- A new standby key: generated (private_key NULL) or imported. Owner only; reached through
 -- the SECURITY DEFINER functions below.
@@ -286,6 +310,54 @@ $$;
 comment on function auth.set_jwt_secret(text) is
   'Replace the HS256 signing secret (at least 32 characters). Owner or superuser only.';
 
+-- Why a role may not be the role of a third party's token, nor run hooks: NULL when it
+-- may. Refused: roles that bypass row level security or are superusers; roles that are,
+-- or are members of, the extension owner; roles with any privilege on a table or sequence
+-- of the auth schema (directly, by inheritance, or through pg_read_all_data and the
+-- like); and CREATEROLE roles, which can grant themselves such memberships.
+create function auth._role_refusal(role_name text) returns text
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  r record;
+  owner oid := (select c.relowner from pg_catalog.pg_class c where c.oid = 'auth.users'::pg_catalog.regclass);
+  rel text;
+begin
+  select a.oid, a.rolsuper, a.rolbypassrls, a.rolcreaterole into r
+    from pg_catalog.pg_roles a where a.rolname = role_name;
+  if not found then
+    return 'does not exist';
+  end if;
+  if r.rolsuper then
+    return 'is a superuser';
+  end if;
+  if r.rolbypassrls then
+    return 'bypasses row level security';
+  end if;
+  if r.rolcreaterole then
+    return 'has CREATEROLE (it can grant itself other roles)';
+  end if;
+  if pg_catalog.pg_has_role(r.oid, owner, 'MEMBER') then
+    return 'is, or is a member of, the owner of the auth tables';
+  end if;
+  select c.oid::pg_catalog.regclass::pg_catalog.text into rel
+    from pg_catalog.pg_class c
+   where c.relnamespace = 'auth'::pg_catalog.regnamespace
+     and case when c.relkind = 'S'
+              then pg_catalog.has_sequence_privilege(r.oid, c.oid, 'USAGE, SELECT, UPDATE')
+              when c.relkind in ('r', 'p', 'v', 'm', 'f')
+              then pg_catalog.has_any_column_privilege(r.oid, c.oid, 'SELECT, INSERT, UPDATE, REFERENCES')
+                   or pg_catalog.has_table_privilege(r.oid, c.oid, 'DELETE, TRUNCATE, TRIGGER')
+              else false end
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('has privileges on %s', rel);
+  end if;
+  return null;
+end
+$$;
+
 -- Trusted issuers. SECURITY DEFINER for the same reason as the key functions.
 create function auth.set_trusted_issuer(
   issuer text, jwks jsonb, audiences text[],
@@ -298,20 +370,22 @@ as $$
 declare
   checked jsonb;
   r text;
-  info record;
+  why text;
 begin
   if issuer is null or issuer = '' or pg_catalog.length(issuer) > 2048 then
     raise exception 'validation_failed: issuer must be the iss of the tokens, 1 to 2048 characters'
       using errcode = '22023';
   end if;
-  if issuer = pg_catalog.current_setting('auth.jwt_issuer', true) then
+  -- Read through the library: in a session that has not loaded it yet, the setting is
+  -- not defined and current_setting would answer NULL.
+  if issuer = auth._jwt_issuer() then
     raise exception 'validation_failed: "%" is this database''s own issuer (auth.jwt_issuer)', issuer
       using errcode = '22023';
   end if;
   if jwks is null then
     raise exception 'validation_failed: jwks is required' using errcode = '22023';
   end if;
-  checked := auth._check_jwks(jwks);
+  checked := auth._check_jwks_text(jwks::text);
   if audiences is null or pg_catalog.cardinality(audiences) = 0
      or pg_catalog.array_position(audiences, null) is not null or '' = any (audiences) then
     raise exception 'validation_failed: at least one audience is required (the client or project id the tokens are issued for)'
@@ -327,19 +401,13 @@ begin
     raise exception 'validation_failed: role_map must map claim values to role names'
       using errcode = '22023';
   end if;
-  -- A third party's token must never act as a role that bypasses row level security.
+  -- A third party's token must never act as a role that bypasses row level security or
+  -- can reach the auth tables (auth.authenticate checks again at every use).
   for r in select e.value from pg_catalog.jsonb_each_text(role_map) e
            union select default_role where default_role is not null loop
-    select a.rolsuper, a.rolbypassrls,
-           a.oid = (select c.relowner from pg_catalog.pg_class c
-                     where c.oid = 'auth.signing_keys'::pg_catalog.regclass) as owner
-      into info
-      from pg_catalog.pg_roles a where a.rolname = r;
-    if not found then
-      raise exception 'validation_failed: role "%" does not exist', r using errcode = '22023';
-    end if;
-    if info.rolsuper or info.rolbypassrls or info.owner then
-      raise exception 'validation_failed: role "%" bypasses row level security; a third-party token cannot be given it', r
+    why := auth._role_refusal(r);
+    if why is not null then
+      raise exception 'validation_failed: role "%" %; a third-party token cannot be given it', r, why
         using errcode = '22023';
     end if;
   end loop;
@@ -453,10 +521,13 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  sid uuid := auth._claims_session_id();
-  uid uuid := auth.uid();
+  sid uuid;
+  uid uuid;
   n bigint;
 begin
+  perform auth._require_local_claims();
+  sid := auth._claims_session_id();
+  uid := auth.uid();
   if scope is null or scope not in ('global', 'local', 'others') then
     raise exception 'validation_failed: scope must be global, local or others'
       using errcode = '22023';
@@ -528,6 +599,16 @@ end
 $$;
 comment on function auth.cleanup(integer) is
   'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens and outbox messages, in batches.';
+
+-- Whatever writes them (the API, a trigger, an administrator's UPDATE), the JSON columns
+-- that later calls read back hold only what JSON clients can read: numbers a double can
+-- hold, at most 64 levels deep (src/metadata.rs). A row that broke this would make every
+-- later sign-in of its user fail.
+alter table auth.users
+  add constraint users_raw_user_meta_data_storable check (auth._storable_json(raw_user_meta_data::text)),
+  add constraint users_raw_app_meta_data_storable check (auth._storable_json(raw_app_meta_data::text));
+alter table auth.identities
+  add constraint identities_identity_data_storable check (auth._storable_json(identity_data::text));
 
 -- Privileges. Nothing in auth is reachable by default; then each function is granted to
 -- the roles that need it. USAGE on the schema lets every role call auth.uid() & co in RLS.

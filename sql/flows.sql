@@ -9,10 +9,22 @@
 -- Tokens: the link token has 256 random bits; the six-digit code is guessable in a
 -- million tries, so every wrong code counts toward the sign-in lockout.
 
--- SHA-256 (hex) of a token: what auth.one_time_tokens stores.
-create function auth._otp_hash(token text) returns text
+-- SHA-256 (hex) of a text (an OIDC nonce is compared in this form).
+create function auth._sha256_hex(value text) returns text
 language sql immutable parallel safe
-return pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8')), 'hex');
+return pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(value, 'UTF8')), 'hex');
+
+-- What auth.one_time_tokens stores of a token or code: an HMAC of its SHA-256 under the
+-- key in auth.secret_keys (auth._keyed_hash, src/keys.rs). A six-digit code has a million
+-- values, so an unkeyed hash of it would give the code away to anyone with the row.
+create function auth._otp_hash(token text) returns text
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return auth._keyed_hash(auth._sha256_hex(token));
+end
+$$;
 
 -- Metadata merged as GoTrue merges it: top-level keys replaced, a null value removes one.
 create function auth._merge_metadata(old jsonb, changes jsonb) returns jsonb
@@ -30,14 +42,16 @@ return coalesce(app, '{}'::jsonb) || pg_catalog.jsonb_build_object(
                   select pg_catalog.jsonb_array_elements_text(coalesce(app -> 'providers', '[]'::jsonb)) p
                   union select provider) ps));
 
--- A metadata argument: NULL, or a JSON object of at most 16 KiB.
+-- A metadata argument: NULL, or a JSON object of at most 16 KiB that JSON clients can read
+-- back (numbers a double can hold, at most 64 levels deep): the one validation of every
+-- path that stores metadata (auth._check_json, src/metadata.rs).
 create function auth._check_data(data jsonb, what text) returns void
 language plpgsql immutable
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if data is not null and (pg_catalog.jsonb_typeof(data) <> 'object' or pg_catalog.octet_length(data::text) > 16384) then
-    raise exception 'validation_failed: % must be a JSON object of at most 16384 bytes', what using errcode = '22023';
+  if data is not null then
+    perform auth._check_json(data::text, what, 16384);
   end if;
 end
 $$;
@@ -117,9 +131,10 @@ begin
 end
 $$;
 
--- Call a hook (a function of one jsonb named by a setting) with its errors caught and its
--- time limited to timeout_ms (auth._hook_timer, src/hooks.rs): a failing, slow or missing
--- hook is a clear error naming it, never a half-done call.
+-- Call a hook (a function of one jsonb named by a setting) as the role supabase_auth_admin,
+-- with its errors caught and its time limited to timeout_ms (auth._run_hook and
+-- auth._hook_timer, src/hooks.rs): a failing, slow or missing hook, or one the hook role
+-- may not run, is a clear error naming it, never a half-done call.
 create function auth._call_hook(hook text, event jsonb, timeout_ms integer) returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
@@ -135,7 +150,8 @@ begin
   end if;
   previous := auth._hook_timer(timeout_ms);
   begin
-    execute pg_catalog.format('select pg_catalog.to_jsonb(%s($1))', fn::regproc) into result using event;
+    -- As the hook role, never as the owner (src/hooks.rs).
+    result := auth._run_hook(fn::pg_catalog.oid, event::text)::jsonb;
   exception
     when query_canceled then
       perform auth._hook_timer_restore(previous);
@@ -294,6 +310,24 @@ begin
 end
 $$;
 
+-- The account functions act on the user of a token this database issued. A trusted
+-- third party's token (auth.set_trusted_issuer) reads or changes no local account, even
+-- one whose id equals its subject or that is linked to it.
+create function auth._require_local_claims() returns void
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  iss text := auth._third_party_issuer();
+begin
+  if iss is not null then
+    raise exception 'bad_jwt: a token of the third-party issuer "%" cannot read or change a local account', pg_catalog.left(iss, 200)
+      using errcode = '28000',
+            hint = 'Exchange it for a session of this database (auth.sign_in_with_id_token), then use that session''s token.';
+  end if;
+end
+$$;
+
 -- The user behind the request's claims, locked for update when asked; clear errors when
 -- there is none.
 create function auth._current_user(lock boolean) returns auth.users
@@ -301,10 +335,13 @@ language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  uid uuid := auth.uid();
-  sid uuid := auth._claims_session_id();
+  uid uuid;
+  sid uuid;
   u auth.users;
 begin
+  perform auth._require_local_claims();
+  uid := auth.uid();
+  sid := auth._claims_session_id();
   if uid is null then
     raise exception 'no_authorization: This call needs the claims of a signed-in user'
       using errcode = '28000', hint = 'Call it with a user''s access token (request.jwt.claims).';
@@ -367,9 +404,7 @@ begin
       raise exception 'validation_failed: data must be a JSON object' using errcode = '22023';
     end if;
     merged := auth._merge_metadata(u.raw_user_meta_data, attributes -> 'data');
-    if pg_catalog.octet_length(merged::text) > 16384 then
-      raise exception 'validation_failed: user metadata is larger than 16384 bytes' using errcode = '22023';
-    end if;
+    perform auth._check_data(merged, 'user metadata');
     update auth.users x set raw_user_meta_data = merged where x.id = u.id;
     changed := changed || 'data'::text;
   end if;
@@ -377,13 +412,8 @@ begin
     if pg_catalog.jsonb_typeof(attributes -> 'password') <> 'string' then
       raise exception 'validation_failed: password must be a string' using errcode = '22023';
     end if;
-    if coalesce(u.encrypted_password, '') <> ''
-       and auth._verify_password(attributes ->> 'password', u.encrypted_password) then
-      raise exception 'same_password: New password should be different from the old password.'
-        using errcode = '22023';
-    end if;
-    update auth.users x set encrypted_password = auth._hash_password(attributes ->> 'password')
-     where x.id = u.id;
+    -- same_password, the policy, the new hash (src/users.rs).
+    perform auth._set_password(u.id, attributes ->> 'password');
     -- As GoTrue does: a new password ends every other session of the user.
     delete from auth.sessions x where x.user_id = u.id and x.id is distinct from auth._claims_session_id();
     perform auth._audit('user_updated_password', u.id, '{"provider": "email"}');
@@ -550,10 +580,9 @@ begin
   if email is not null then
     addr := auth._normalize_email(email);
   end if;
-  if auth._locked_out(addr) then
-    raise exception 'over_request_rate_limit: Too many failed attempts; try again later'
-      using errcode = '53400';
-  end if;
+  -- Counted before the token is looked at (src/lockout.rs): refused here when the address
+  -- or the client is locked, or when the checks in flight would reach the threshold.
+  perform auth._attempt_begin(addr);
   h := auth._otp_hash(token);
   -- Locked: two calls with the same token cannot both use it.
   select * into o from auth.one_time_tokens t
@@ -566,12 +595,13 @@ begin
    limit 1
    for update;
   if not found or o.expires_at <= pg_catalog.now() then
-    -- Counted (in a transaction of its own) toward the lockout, like a wrong password.
-    perform auth._otp_failed(addr, o.user_id, type);
+    -- Written down (in a transaction of its own) toward the lockout, like a wrong password.
+    perform auth._attempt_failed(addr, o.user_id, type);
     raise exception 'otp_expired: Token has expired or is invalid'
       using errcode = '28000', hint = 'Ask for a new link or code.';
   end if;
   delete from auth.one_time_tokens t where t.id = o.id;
+  perform auth._attempt_succeeded();
   select * into u from auth.users x where x.id = o.user_id and x.deleted_at is null for update;
   if not found then
     raise exception 'otp_expired: Token has expired or is invalid' using errcode = '28000';

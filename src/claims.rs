@@ -42,10 +42,11 @@ pub(crate) fn setting(name: &CStr) -> Option<&'static [u8]> {
 #[derive(Default)]
 struct Parsed {
     object: Option<Map<String, Value>>,
-    sub: Option<pgrx::Uuid>,
+    sub: Option<String>,
     role: Option<String>,
     email: Option<String>,
     session_id: Option<pgrx::Uuid>,
+    iss: Option<String>,
 }
 
 struct Cached {
@@ -72,10 +73,11 @@ fn parse(raw: &[u8]) -> Parsed {
     };
     let text = |k: &str| object.get(k).and_then(as_text);
     Parsed {
-        sub: text("sub").as_deref().and_then(parse_uuid),
+        sub: text("sub"),
         role: text("role"),
         email: text("email"),
         session_id: text("session_id").as_deref().and_then(parse_uuid),
+        iss: text("iss"),
         object: Some(object),
     }
 }
@@ -98,11 +100,7 @@ fn session_allows(session_id: Option<pgrx::Uuid>) -> bool {
         return v;
     }
     // The sessions table is the owner's: ask with its rights. Any failure denies.
-    let live = crate::keys::extension_owner()
-        .ok()
-        .map(|owner| crate::keys::as_user(owner, || crate::sessions::session_is_live(sid)))
-        .and_then(|r| r.ok())
-        .unwrap_or(false);
+    let live = crate::keys::as_owner(|| crate::sessions::session_is_live(sid)).unwrap_or(false);
     VERDICT.with(|v| *v.borrow_mut() = Some((lxid, sid, live)));
     live
 }
@@ -122,11 +120,10 @@ fn current_lxid() -> u32 {
     }
 }
 
-/// Run `f` on the parsed claims of the current `request.jwt.claims` value.
-fn with_claims<R>(f: impl FnOnce(&Parsed) -> R) -> R {
-    let Some(raw) = setting(CLAIMS) else {
-        return f(&Parsed::default());
-    };
+/// Run `f` on the parsed claims of the current `request.jwt.claims` value; None when the
+/// setting is empty or, with `auth.session_check` on, the claims' session has ended.
+fn json_claims<R>(f: impl FnOnce(&Parsed) -> R) -> Option<R> {
+    let raw = setting(CLAIMS)?;
     let session_id = CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if !matches!(&*c, Some(cached) if cached.raw == raw) {
@@ -139,18 +136,101 @@ fn with_claims<R>(f: impl FnOnce(&Parsed) -> R) -> R {
     });
     // Outside the borrow: the check may run SQL.
     if !session_allows(session_id) {
-        return f(&Parsed::default());
+        return None;
     }
-    CACHE.with(|c| match &*c.borrow() {
-        Some(cached) => f(&cached.parsed),
-        None => f(&Parsed::default()),
-    })
+    let out = CACHE.with(|c| c.borrow().as_ref().map(|cached| f(&cached.parsed)));
+    // The one cached value is as large as the setting itself; past the byte bound of the
+    // per-backend caches it is parsed again at every call rather than kept.
+    if raw.len() > crate::keys::cache_bound_bytes() {
+        CACHE.with(|c| *c.borrow_mut() = None);
+    }
+    out
 }
 
 fn legacy(claim: &CStr) -> Option<String> {
     setting(claim)
         .and_then(|b| std::str::from_utf8(b).ok())
         .map(str::to_owned)
+}
+
+/// The legacy per-claim settings of old PostgREST (`request.jwt.claim.<name>`), which
+/// Supabase's helpers read first. When they are used, the session check applies to their
+/// own `request.jwt.claim.session_id`. `auth.authenticate` empties them for its
+/// transaction, so they can never outvote the token it has just verified.
+fn legacy_claim(name: &CStr) -> Option<Option<String>> {
+    let value = legacy(name)?;
+    let sid = legacy(c"request.jwt.claim.session_id")
+        .as_deref()
+        .and_then(parse_uuid);
+    Some(session_allows(sid).then_some(value))
+}
+
+/// Whose subject `sub` is: a token of ours (no `iss`, or this database's issuer, or any
+/// issuer that is not a registered third party) names a local user; a trusted issuer's
+/// token names a subject of that issuer, which is a local user only through an identity
+/// linked to exactly that issuer and subject.
+fn local_user(sub: &str, iss: Option<&str>) -> Option<pgrx::Uuid> {
+    match third_party(iss) {
+        None => parse_uuid(sub),
+        Some(iss) => linked_user(iss, sub),
+    }
+}
+
+/// `iss` when it names a registered trusted issuer (not this database's own issuer).
+fn third_party(iss: Option<&str>) -> Option<&str> {
+    let iss = iss?;
+    if crate::config::jwt_issuer().as_deref() == Some(iss) {
+        return None;
+    }
+    // A key cache that cannot load denies: the caller sees no user rather than the subject.
+    match crate::keys::is_trusted_issuer(Some(iss)) {
+        Ok(false) => None,
+        _ => Some(iss),
+    }
+}
+
+/// The local user linked to exactly this issuer and subject (an identity from
+/// auth.sign_in_with_id_token), asked again whenever the transaction has written something
+/// since; None when there is none or more than one.
+fn linked_user(iss: &str, sub: &str) -> Option<pgrx::Uuid> {
+    type Memo = Option<((u32, u32), String, String, Option<pgrx::Uuid>)>;
+    thread_local! {
+        static LINK: RefCell<Memo> = const { RefCell::new(None) };
+    }
+    // SAFETY: valid inside any transaction.
+    let lxid = (current_lxid(), unsafe {
+        pg_sys::GetCurrentCommandId(false)
+    });
+    if let Some(found) = LINK.with(|l| match &*l.borrow() {
+        Some((x, i, s, u)) if *x == lxid && i == iss && s == sub => Some(*u),
+        _ => None,
+    }) {
+        return found;
+    }
+    let found = crate::keys::as_owner(|| {
+        crate::db::read_one::<pgrx::Uuid>(
+            "select pg_catalog.min(i.user_id::pg_catalog.text)::pg_catalog.uuid \
+               from auth.identities i join auth.users u on u.id = i.user_id \
+              where i.provider_id = $2 and i.identity_data ->> 'iss' = $1 \
+                and u.deleted_at is null \
+             having pg_catalog.count(distinct i.user_id) = 1",
+            &[iss.into(), sub.into()],
+        )
+    })
+    .ok()
+    .flatten();
+    LINK.with(|l| *l.borrow_mut() = Some((lxid, iss.to_string(), sub.to_string(), found)));
+    found
+}
+
+/// The trusted third-party issuer of the current claims (from whichever setting the
+/// helpers read), if they come from one.
+pub fn third_party_issuer() -> Option<String> {
+    if legacy(c"request.jwt.claim.sub").is_some() {
+        return third_party(legacy(c"request.jwt.claim.iss").as_deref()).map(str::to_owned);
+    }
+    let iss = json_claims(|p| p.iss.clone()).flatten();
+    third_party(iss.as_deref()).map(str::to_owned)
 }
 
 /// A uuid in any form Postgres' uuid input accepts: 32 hex digits, optionally in braces,
@@ -182,37 +262,52 @@ pub fn parse_uuid(s: &str) -> Option<pgrx::Uuid> {
     (n == 32).then(|| pgrx::Uuid::from_bytes(out))
 }
 
-/// auth.uid(): the `sub` claim as a uuid; NULL when absent, empty or not a uuid.
+/// auth.uid(): the `sub` claim as a uuid; NULL when absent, empty or not a uuid, when the
+/// session has ended (with `auth.session_check`), and for a trusted third-party issuer's
+/// token unless its subject is linked to a local user.
 #[pg_extern(stable, parallel_safe, support = "_claims_support")]
 fn uid() -> Option<pgrx::Uuid> {
-    match legacy(c"request.jwt.claim.sub") {
-        Some(sub) => parse_uuid(&sub),
-        None => with_claims(|p| p.sub),
+    if let Some(sub) = legacy_claim(c"request.jwt.claim.sub") {
+        let iss = legacy(c"request.jwt.claim.iss");
+        return local_user(&sub?, iss.as_deref());
     }
+    let (sub, iss) = json_claims(|p| (p.sub.clone(), p.iss.clone()))?;
+    local_user(&sub?, iss.as_deref())
 }
 
 /// auth.role(): the `role` claim.
 #[pg_extern(stable, parallel_safe, support = "_claims_support")]
 fn role() -> Option<String> {
-    legacy(c"request.jwt.claim.role").or_else(|| with_claims(|p| p.role.clone()))
+    legacy_claim(c"request.jwt.claim.role")
+        .unwrap_or_else(|| json_claims(|p| p.role.clone()).flatten())
 }
 
 /// auth.email(): the `email` claim.
 #[pg_extern(stable, parallel_safe, support = "_claims_support")]
 fn email() -> Option<String> {
-    legacy(c"request.jwt.claim.email").or_else(|| with_claims(|p| p.email.clone()))
+    legacy_claim(c"request.jwt.claim.email")
+        .unwrap_or_else(|| json_claims(|p| p.email.clone()).flatten())
 }
 
 /// auth.jwt(): all the claims as jsonb (the legacy `request.jwt.claim` setting first).
 #[pg_extern(stable, parallel_safe, support = "_claims_support")]
 fn jwt() -> Option<pgrx::JsonB> {
     if let Some(raw) = setting(c"request.jwt.claim") {
-        return match serde_json::from_slice::<Value>(raw) {
-            Ok(v @ Value::Object(_)) => Some(pgrx::JsonB(v)),
-            _ => None,
+        let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(raw) else {
+            return None;
         };
+        let sid = o.get("session_id").and_then(as_text);
+        return session_allows(sid.as_deref().and_then(parse_uuid))
+            .then_some(pgrx::JsonB(Value::Object(o)));
     }
-    with_claims(|p| p.object.clone().map(|o| pgrx::JsonB(Value::Object(o))))
+    json_claims(|p| p.object.clone().map(|o| pgrx::JsonB(Value::Object(o)))).flatten()
+}
+
+/// SQL: the trusted third-party issuer whose token the current claims are, or NULL. The
+/// account functions refuse such claims: a third party's token acts on no local account.
+#[pg_extern(stable, parallel_safe)]
+fn _third_party_issuer() -> Option<String> {
+    third_party_issuer()
 }
 
 #[cfg(test)]
@@ -255,7 +350,7 @@ mod tests {
         assert_eq!(p.role.as_deref(), Some("authenticated"));
         assert_eq!(p.email.as_deref(), Some("a@x.io"));
         let p = parse(br#"{"sub":"nope","role":5,"email":null}"#);
-        assert!(p.sub.is_none());
+        assert_eq!(p.sub.as_deref(), Some("nope"));
         assert_eq!(p.role.as_deref(), Some("5"));
         assert!(p.email.is_none());
         for bad in [&b"not json"[..], b"[1,2]", b"\"str\"", b"{", b"{\"sub\":"] {

@@ -40,6 +40,9 @@ pub static ID_TOKEN_LINK_BY_EMAIL: GucSetting<bool> = GucSetting::<bool>::new(tr
 pub static HOOK_CUSTOM_ACCESS_TOKEN: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static HOOK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(2000);
+pub static TRUSTED_PROXIES: GucSetting<i32> = GucSetting::<i32>::new(1);
+pub static TOKEN_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4096);
+pub static AUTONOMOUS_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 fn int(
     name: &'static CStr,
@@ -185,7 +188,7 @@ pub fn register() {
     int(
         c"auth.lockout_ip_max_failures",
         c"Failed sign-ins per client IP within auth.lockout_window before it is locked; 0 disables.",
-        c"The IP comes from x-forwarded-for or x-real-ip in PostgREST's request.headers.",
+        c"The IP is the entry of x-forwarded-for that auth.trusted_proxies designates.",
         &LOCKOUT_IP_MAX_FAILURES,
         (0, 1_000_000),
         plain(),
@@ -229,6 +232,33 @@ pub fn register() {
         &ARGON2_ITERATIONS,
         (2, 64),
         plain(),
+    );
+    int(
+        c"auth.trusted_proxies",
+        c"How many proxies in front of the API append to x-forwarded-for.",
+        c"The client address is the n-th entry from the right (1: the one the nearest proxy appended); 0 trusts no header.",
+        &TRUSTED_PROXIES,
+        (0, 16),
+        plain(),
+    );
+    int(
+        c"auth.token_cache_size",
+        c"Byte bound of each per-backend cache (verified tokens, parsed claims), in kB.",
+        c"Past it a cache starts over; a single entry larger than a quarter of it is not kept.",
+        &TOKEN_CACHE_SIZE,
+        (0, 1024 * 1024),
+        GucFlags::UNIT_KB,
+    );
+    // Cluster-wide, like the worker slots it shares: set in postgresql.conf or ALTER SYSTEM.
+    GucRegistry::define_int_guc(
+        c"auth.autonomous_workers",
+        c"Background workers auth_ext runs at once for writes that must commit although the call fails.",
+        c"Failed sign-ins, refresh-token reuse. Each takes a max_worker_processes slot for a few milliseconds; the rest stay free for parallel query.",
+        &AUTONOMOUS_WORKERS,
+        1,
+        64,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     register_flows(secs, plain());
     #[cfg(any(feature = "pg15", feature = "pg16", feature = "pg17", feature = "pg18"))]

@@ -14,6 +14,8 @@ pub enum AuthError {
     InvalidCredentials,
     UserAlreadyExists,
     UserBanned,
+    /// A password change to the password the user already has.
+    SamePassword,
     /// The password was right but the address is not confirmed yet.
     EmailNotConfirmed,
     WeakPassword(String),
@@ -33,6 +35,9 @@ pub enum AuthError {
     Hook(String),
     /// The custom access token hook refused the token with this message.
     HookDenied(String),
+    /// A stored row that cannot be used (written around the API, before a validation
+    /// existed): the text names it and how to repair it.
+    StoredData(String),
     /// Something that should not happen (a broken row, SPI failure): never input-driven.
     Unexpected(String),
 }
@@ -44,6 +49,7 @@ impl AuthError {
             AuthError::InvalidCredentials => "invalid_credentials",
             AuthError::UserAlreadyExists => "user_already_exists",
             AuthError::UserBanned => "user_banned",
+            AuthError::SamePassword => "same_password",
             AuthError::EmailNotConfirmed => "email_not_confirmed",
             AuthError::WeakPassword(_) => "weak_password",
             AuthError::ValidationFailed(_) => "validation_failed",
@@ -54,7 +60,9 @@ impl AuthError {
             AuthError::InsufficientPrivilege(_) => "insufficient_privilege",
             AuthError::ReadOnly(_) => "read_only",
             AuthError::OverRequestRateLimit => "over_request_rate_limit",
-            AuthError::Unexpected(_) | AuthError::Hook(_) => "unexpected_failure",
+            AuthError::Unexpected(_) | AuthError::Hook(_) | AuthError::StoredData(_) => {
+                "unexpected_failure"
+            }
             AuthError::HookDenied(_) => "access_denied",
         }
     }
@@ -74,12 +82,15 @@ impl AuthError {
             }
             AuthError::Hook(_) => ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION, // 39000
             AuthError::UserAlreadyExists => ERRCODE_UNIQUE_VIOLATION,            // 23505
-            AuthError::WeakPassword(_) | AuthError::ValidationFailed(_) => {
+            AuthError::WeakPassword(_)
+            | AuthError::ValidationFailed(_)
+            | AuthError::SamePassword => {
                 ERRCODE_INVALID_PARAMETER_VALUE // 22023
             }
             AuthError::InsufficientPrivilege(_) => ERRCODE_INSUFFICIENT_PRIVILEGE, // 42501
             AuthError::ReadOnly(_) => ERRCODE_READ_ONLY_SQL_TRANSACTION,           // 25006
             AuthError::OverRequestRateLimit => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, // 53400
+            AuthError::StoredData(_) => ERRCODE_DATA_EXCEPTION,                    // 22000
             AuthError::Unexpected(_) => ERRCODE_INTERNAL_ERROR,                    // XX000
         }
     }
@@ -89,10 +100,11 @@ impl AuthError {
             AuthError::InvalidCredentials => "Invalid login credentials".into(),
             AuthError::UserAlreadyExists => "User already registered".into(),
             AuthError::UserBanned => "User is banned".into(),
-            AuthError::EmailNotConfirmed => "Email not confirmed".into(),
-            AuthError::OverRequestRateLimit => {
-                "Too many failed sign-in attempts; try again later".into()
+            AuthError::SamePassword => {
+                "New password should be different from the old password.".into()
             }
+            AuthError::EmailNotConfirmed => "Email not confirmed".into(),
+            AuthError::OverRequestRateLimit => "Too many failed attempts; try again later".into(),
             AuthError::ReadOnly(what) => {
                 format!("{what} writes to the database and cannot run on a read-only standby")
             }
@@ -109,6 +121,7 @@ impl AuthError {
             | AuthError::InsufficientPrivilege(m)
             | AuthError::Hook(m)
             | AuthError::HookDenied(m)
+            | AuthError::StoredData(m)
             | AuthError::Unexpected(m) => m.clone(),
         }
     }
@@ -125,6 +138,9 @@ impl AuthError {
                 Some("Confirm the address with the link or code sent to it (auth.verify_otp).")
             }
             AuthError::ReadOnly(_) => Some("Send this call to the primary server."),
+            AuthError::StoredData(_) => {
+                Some("An administrator can repair the row (auth.admin_update_user).")
+            }
             _ => None,
         }
     }

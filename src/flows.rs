@@ -5,6 +5,7 @@
 
 use crate::config;
 use crate::error::{AuthError, AuthResult, OrRaise};
+use crate::lockout;
 use crate::request;
 use crate::sessions;
 use crate::users;
@@ -98,23 +99,44 @@ fn _start_session(user_id: pgrx::Uuid, method: &str) -> pgrx::JsonB {
     pgrx::JsonB(sessions::start(user_id, method, &request::current()).or_raise())
 }
 
-/// SQL: is the address (or the request's client IP) locked out by failed attempts?
+/// SQL (auth.verify_otp): begin a code check for `email` (when given) and the request's
+/// address, counted before the code is looked at (src/lockout.rs); over_request_rate_limit
+/// when either is locked. It ends with _attempt_failed, _attempt_succeeded or an abort.
 #[pg_extern(volatile)]
-fn _locked_out(email: Option<&str>) -> bool {
-    users::locked_out(email, &request::current()).or_raise()
+fn _attempt_begin(email: Option<&str>) {
+    lockout::begin(email, &request::current()).or_raise()
 }
 
-/// SQL: record a failed one-time-token check in a transaction of its own (the error the
-/// caller raises next aborts ours): an audit entry and the lockout counters, exactly as a
-/// failed sign-in counts.
+/// SQL: the code check begun last failed: written down, with its audit entry and lockout
+/// count, in a transaction of its own (the error the caller raises next aborts ours).
 #[pg_extern(volatile)]
-fn _otp_failed(email: Option<&str>, user_id: Option<pgrx::Uuid>, otp_type: &str) {
-    users::record_failure(
+fn _attempt_failed(email: Option<&str>, user_id: Option<pgrx::Uuid>, otp_type: &str) {
+    lockout::failed(users::failure_audit(
         email,
         user_id,
         &request::current(),
         json!({"provider": "email", "reason": "otp_expired", "type": otp_type}),
-    );
+    ));
+}
+
+/// SQL: the code check begun last succeeded.
+#[pg_extern(volatile)]
+fn _attempt_succeeded() {
+    lockout::succeeded()
+}
+
+/// The form of 0.4.0, whose SQL calls it until the database is updated: is the address (or
+/// the request's client IP) locked? No SQL function is created for it any more.
+#[pg_extern(volatile, sql = false)]
+fn _locked_out(email: Option<&str>) -> bool {
+    lockout::is_locked(email, &request::current()).or_raise()
+}
+
+/// The form of 0.4.0 (as above): write a failed code check down.
+#[pg_extern(volatile, sql = false)]
+fn _otp_failed(email: Option<&str>, user_id: Option<pgrx::Uuid>, otp_type: &str) {
+    lockout::begin(email, &request::current()).ok();
+    _attempt_failed(email, user_id, otp_type);
 }
 
 /// SQL: the client IP of the request (PostgREST's request.headers), if known.

@@ -5,7 +5,7 @@
 
 use crate::config;
 use crate::db;
-use crate::error::{AuthError, AuthResult};
+use crate::error::{AuthError, AuthResult, OrRaise};
 use pgrx::prelude::*;
 use serde_json::{json, Map, Value};
 use std::ffi::c_int;
@@ -51,6 +51,64 @@ fn _hook_timer_restore(previous: i64) {
             enable_timeout_at(STATEMENT_TIMEOUT, previous);
         }
     }
+}
+
+/// The role hooks run as: Supabase's name for it, so that the grants of Supabase's hook
+/// documentation (`grant execute on function ... to supabase_auth_admin`, a policy for it on
+/// the tables a hook reads) work unchanged. Unlike Supabase's, it owns nothing here.
+const HOOK_ROLE: &str = "supabase_auth_admin";
+
+/// SQL (behind auth._call_hook): call the hook function `hook` with `event`, as the hook
+/// role, never with the extension owner's rights (a hook is code its owner chose; run as
+/// the owner, an unprivileged role that owns a hook function would become superuser when it
+/// fires). The role is vetted first (auth._role_refusal: no superuser, no owner membership,
+/// no access to the auth tables and keys). Returns the hook's answer as jsonb text.
+#[pg_extern(volatile)]
+fn _run_hook(hook: pg_sys::Oid, event: &str) -> Option<String> {
+    run_hook(hook, event).or_raise()
+}
+
+fn run_hook(hook: pg_sys::Oid, event: &str) -> AuthResult<Option<String>> {
+    let role = db::read_one::<pg_sys::Oid>(
+        "select r.oid from pg_catalog.pg_roles r where r.rolname = $1",
+        &[HOOK_ROLE.into()],
+    )?
+    .ok_or_else(|| {
+        AuthError::InsufficientPrivilege(format!(
+            "hooks run as the role {HOOK_ROLE}, which does not exist (create role {HOOK_ROLE} nologin noinherit)"
+        ))
+    })?;
+    if let Some(why) = db::read_one::<String>("select auth._role_refusal($1)", &[HOOK_ROLE.into()])?
+    {
+        return Err(AuthError::InsufficientPrivilege(format!(
+            "hooks run as the role {HOOK_ROLE}, which {why}; a hook must not run with such rights"
+        )));
+    }
+    // The function by its qualified, quoted name: the call below is planned under the
+    // pinned search_path, where a caller's objects cannot stand in for it.
+    let name = db::read_one::<String>(
+        "select pg_catalog.format('%I.%I', n.nspname, p.proname) \
+           from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
+          where p.oid = $1",
+        &[hook.into()],
+    )?
+    .ok_or_else(|| AuthError::Hook(format!("the hook function {} vanished", hook.to_u32())))?;
+    let call = format!("select pg_catalog.to_jsonb({name}($1::pg_catalog.jsonb))::pg_catalog.text");
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_ctx: i32 = 0;
+    // SAFETY: the same switch a SECURITY DEFINER function makes, with SET ROLE forbidden
+    // inside it. An error in the hook aborts the caller's subtransaction (auth._call_hook
+    // runs it in one), which restores the previous user by itself.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
+        pg_sys::SetUserIdAndSecContext(
+            role,
+            saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let answer = db::read_dynamic_one::<String>(&call, &[event.into()]);
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx) };
+    answer
 }
 
 /// Claims every access token keeps, with the JSON type each must have.

@@ -28,9 +28,53 @@ struct Cache {
     jwks: Value,
     /// Trusted third-party issuers by `iss`.
     issuers: HashMap<String, Issuer>,
+    /// The HMAC key of stored one-time codes and tokens (auth.secret_keys), when present.
+    otp_key: Option<String>,
     /// Asymmetric signatures already checked in this backend: token -> its claims. Part of
     /// the cache, so any key change drops it with everything else.
-    verified: RefCell<HashMap<String, Map<String, Value>>>,
+    verified: RefCell<Memo>,
+}
+
+/// The verified-token memory, bounded in bytes (`auth.token_cache_size`): each entry is
+/// charged an estimate of what it holds (the token, its claims, the map's overhead), and
+/// when a new one would pass the bound the memory starts over.
+#[derive(Default)]
+struct Memo {
+    entries: HashMap<String, Map<String, Value>>,
+    bytes: usize,
+}
+
+impl Memo {
+    /// A generous estimate of an entry's heap use: its text, its claims at four times
+    /// their JSON length (map nodes, string headers, numbers), and a fixed overhead.
+    fn cost(token: &str, claims: &Map<String, Value>) -> usize {
+        let json = serde_json::to_string(claims).map_or(0, |s| s.len());
+        256 + 2 * token.len() + 4 * json
+    }
+
+    fn insert(&mut self, token: &str, claims: &Map<String, Value>) {
+        let bound = cache_bound_bytes();
+        let cost = Self::cost(token, claims);
+        if cost > bound / 4 {
+            return; // an outsized token is verified every time rather than crowd out the rest
+        }
+        if self.bytes + cost > bound {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        if self
+            .entries
+            .insert(token.to_string(), claims.clone())
+            .is_none()
+        {
+            self.bytes += cost;
+        }
+    }
+}
+
+/// The byte bound of each per-backend cache (`auth.token_cache_size`, in kB).
+pub fn cache_bound_bytes() -> usize {
+    crate::config::TOKEN_CACHE_SIZE.get().max(0) as usize * 1024
 }
 
 /// A trusted issuer: its keys, the audiences its tokens must carry, and the role map.
@@ -41,9 +85,6 @@ pub struct Issuer {
     pub role_map: Map<String, Value>,
     pub default_role: Option<String>,
 }
-
-/// How many verified tokens a backend remembers; past it the memory starts over.
-const VERIFIED_CAPACITY: usize = 4096;
 
 thread_local! {
     static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
@@ -137,10 +178,16 @@ pub fn as_user<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Run `f` with the extension owner's rights (see [`as_user`]).
+pub fn as_owner<R>(f: impl FnOnce() -> AuthResult<R>) -> AuthResult<R> {
+    let owner = extension_owner()?;
+    as_user(owner, f)
+}
+
 fn load() -> AuthResult<Cache> {
     let (relid, owner) = key_table()?;
-    let (keys, issuers) = as_user(owner, || -> AuthResult<_> {
-        let keys = read_rows(
+    let (keys, issuers, otp_key) = as_user(owner, || -> AuthResult<_> {
+        let keys = crate::db::read_all_text(
             "select kid, algorithm, state, secret from auth.signing_keys order by created_at",
         )?;
         // A database still on a version before trusted issuers (the library is shared by
@@ -150,14 +197,27 @@ fn load() -> AuthResult<Cache> {
             &[],
         )? == Some(true);
         if !has_issuers {
-            return Ok((keys, Vec::new()));
+            return Ok((keys, Vec::new(), None));
         }
-        let issuers = read_rows(
-            "select issuer, jwks::text, pg_catalog.array_to_json(audiences)::text, \
-                    pg_catalog.array_to_json(role_claim)::text, role_map::text, default_role \
+        let issuers = crate::db::read_all_text(
+            "select issuer, jwks::pg_catalog.text, pg_catalog.array_to_json(audiences)::pg_catalog.text, \
+                    pg_catalog.array_to_json(role_claim)::pg_catalog.text, role_map::pg_catalog.text, default_role \
                from auth.trusted_issuers",
         )?;
-        Ok((keys, issuers))
+        // Likewise the secret keys, from 0.5.0 on.
+        let has_secrets = crate::db::read_one::<bool>(
+            "select pg_catalog.to_regclass('auth.secret_keys') is not null",
+            &[],
+        )? == Some(true);
+        let otp_key = if has_secrets {
+            crate::db::read_one::<String>(
+                "select k.secret from auth.secret_keys k where k.purpose = 'otp'",
+                &[],
+            )?
+        } else {
+            None
+        };
+        Ok((keys, issuers, otp_key))
     })?;
     let mut cache = Cache {
         relid,
@@ -166,7 +226,8 @@ fn load() -> AuthResult<Cache> {
         signing: None,
         jwks: Value::Null,
         issuers: HashMap::new(),
-        verified: RefCell::new(HashMap::new()),
+        otp_key,
+        verified: RefCell::new(Memo::default()),
     };
     for row in keys {
         let [kid, alg, state, secret] = <[Option<String>; 4]>::try_from(row)
@@ -227,21 +288,6 @@ fn load() -> AuthResult<Cache> {
     Ok(cache)
 }
 
-/// Every column of every row of `query` as text; for the small key tables only.
-fn read_rows(query: &str) -> AuthResult<Vec<Vec<Option<String>>>> {
-    Ok(Spi::connect(|client| {
-        let table = client.select(query, None, &[])?;
-        let mut out = Vec::new();
-        for row in table {
-            let mut cols = Vec::with_capacity(row.columns());
-            for i in 1..=row.columns() {
-                cols.push(row.get::<String>(i)?);
-            }
-            out.push(cols);
-        }
-        Ok::<_, pgrx::spi::Error>(out)
-    })?)
-}
 fn with_cache<R>(f: impl FnOnce(&Cache) -> AuthResult<R>) -> AuthResult<R> {
     let cached = CACHE.with(|c| c.borrow().is_some());
     if !cached {
@@ -265,6 +311,33 @@ pub fn signing_key() -> AuthResult<Key> {
     })
 }
 
+/// HMAC-SHA256 of `digest` (hex) under the one-time-token key, as hex: what
+/// auth.one_time_tokens stores of a code or link token (the SHA-256 of it is `digest`).
+pub fn keyed_hash(digest: &str) -> AuthResult<String> {
+    use hmac::{KeyInit, Mac};
+    with_cache(|c| {
+        let key = c
+            .otp_key
+            .as_deref()
+            .ok_or_else(|| AuthError::Unexpected("auth.secret_keys has no 'otp' key".into()))?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes())
+            .map_err(|e| AuthError::Unexpected(format!("otp key: {e}")))?;
+        mac.update(digest.as_bytes());
+        Ok(mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    })
+}
+
+/// SQL: see [`keyed_hash`]. Behind auth._otp_hash; owner only.
+#[pg_extern(stable, parallel_restricted)]
+fn _keyed_hash(digest: &str) -> String {
+    keyed_hash(digest).or_raise()
+}
+
 /// The public keys (standby, in_use, previously_used; asymmetric only) as a JWKS.
 pub fn public_jwks() -> AuthResult<Value> {
     with_cache(|c| Ok(c.jwks.clone()))
@@ -276,7 +349,7 @@ pub fn public_jwks() -> AuthResult<Value> {
 pub fn verify(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<Map<String, Value>> {
     let bad = |e: JwtError| AuthError::BadJwt(e.to_string());
     with_cache(|c| {
-        let cached = c.verified.borrow().get(token).cloned();
+        let cached = c.verified.borrow().entries.get(token).cloned();
         let (claims, issuer) = match cached {
             Some(claims) => {
                 let issuer = issuer_of(c, &claims);
@@ -291,11 +364,7 @@ pub fn verify(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<Map<Strin
                     .verify_signature(keys)
                     .map_err(|e| key_error(&claims, issuer.is_some(), e))?;
                 if !parsed.alg.is_symmetric() {
-                    let mut memo = c.verified.borrow_mut();
-                    if memo.len() >= VERIFIED_CAPACITY {
-                        memo.clear();
-                    }
-                    memo.insert(token.to_string(), claims.clone());
+                    c.verified.borrow_mut().insert(token, &claims);
                 }
                 (claims, issuer)
             }
@@ -319,9 +388,10 @@ pub fn verify(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<Map<Strin
     })
 }
 
-/// Is `iss` a registered trusted issuer?
+/// Is `iss` a registered trusted issuer (and not this database's own issuer)?
 pub fn is_trusted_issuer(iss: Option<&str>) -> AuthResult<bool> {
-    with_cache(|c| Ok(iss.is_some_and(|i| c.issuers.contains_key(i))))
+    let ours = crate::config::jwt_issuer();
+    with_cache(|c| Ok(iss.is_some_and(|i| Some(i) != ours.as_deref() && c.issuers.contains_key(i))))
 }
 
 /// A token that names no key we have: say whose key set was searched. For a trusted
@@ -344,11 +414,14 @@ fn key_error(claims: &Map<String, Value>, trusted: bool, e: JwtError) -> AuthErr
     }
 }
 
+/// The trusted issuer a token names, if any. A token that names this database's own
+/// issuer is always ours, whatever has been registered.
 fn issuer_of<'c>(c: &'c Cache, claims: &Map<String, Value>) -> Option<&'c Issuer> {
-    claims
-        .get("iss")
-        .and_then(Value::as_str)
-        .and_then(|iss| c.issuers.get(iss))
+    let iss = claims.get("iss").and_then(Value::as_str)?;
+    if crate::config::jwt_issuer().as_deref() == Some(iss) {
+        return None;
+    }
+    c.issuers.get(iss)
 }
 
 /// A trusted issuer's token gets the role its map assigns: the claim at `role_claim`
@@ -376,9 +449,13 @@ fn map_role(issuer: &Issuer, mut claims: Map<String, Value>) -> AuthResult<Map<S
     Ok(claims)
 }
 
-/// How many tokens this backend has remembered as verified (for tests).
-pub fn verified_count() -> AuthResult<usize> {
-    with_cache(|c| Ok(c.verified.borrow().len()))
+/// How many tokens this backend remembers as verified, and the bytes charged for them.
+#[cfg(any(test, feature = "pg_test"))]
+pub fn verified_memory() -> AuthResult<(usize, usize)> {
+    with_cache(|c| {
+        let m = c.verified.borrow();
+        Ok((m.entries.len(), m.bytes))
+    })
 }
 
 /// SQL (owner only, behind the key management functions): the stored form and public JWK
@@ -426,14 +503,25 @@ fn new_key_material(
     })))
 }
 
-/// SQL (behind auth.set_trusted_issuer): check a key set; report how many keys verify and
-/// which entries were skipped, or raise 22023 naming the bad key.
+/// SQL (behind auth.set_trusted_issuer): check a key set, given as jsonb text so that
+/// any jsonb (huge numbers, deep nesting) is a clear error; report how many keys verify
+/// and which entries were skipped, or raise 22023 naming the bad key.
 #[pg_extern(immutable, parallel_safe)]
-fn _check_jwks(jwks: pgrx::JsonB) -> pgrx::JsonB {
-    match jwk::parse_jwks(&jwks.0) {
+fn _check_jwks_text(jwks: &str) -> pgrx::JsonB {
+    let parsed = crate::metadata::parse_storable(jwks)
+        .map_err(|why| AuthError::ValidationFailed(format!("jwks {why}")))
+        .or_raise();
+    match jwk::parse_jwks(&parsed) {
         Ok((keys, skipped)) => pgrx::JsonB(json!({"keys": keys.len(), "skipped": skipped})),
         Err(e) => AuthError::ValidationFailed(e).raise(),
     }
+}
+
+/// The jsonb form of versions before 0.5.0, whose SQL still calls this symbol until the
+/// database is updated; no SQL function is created for it any more.
+#[pg_extern(immutable, parallel_safe, sql = false)]
+fn _check_jwks(jwks: pgrx::JsonB) -> pgrx::JsonB {
+    _check_jwks_text(&jwks.0.to_string())
 }
 
 /// auth.jwks(): the public signing keys as a JWKS, for PostgREST's jwt-secret and any

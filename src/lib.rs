@@ -13,11 +13,14 @@ mod hooks;
 mod jwk;
 mod jwt;
 mod keys;
+mod lockout;
+mod metadata;
 mod password;
 mod planner;
 mod refresh;
 mod request;
 mod sessions;
+mod shmem;
 mod tokens;
 mod users;
 
@@ -32,6 +35,8 @@ extension_sql_file!("../sql/finalize.sql", finalize);
 pub extern "C-unwind" fn _PG_init() {
     config::register();
     keys::register_invalidation();
+    lockout::register_callbacks();
+    shmem::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -73,7 +73,13 @@ pub fn verify(password: &str, stored: &str, cost: Cost) -> Verdict {
         let Ok(parsed) = PasswordHash::new(stored) else {
             return Verdict::Mismatch;
         };
-        // The stored hash's own parameters drive verification (argon2i/id, any cost).
+        // The stored hash's own parameters drive verification (argon2i/id, any cost short
+        // of absurd: a row written around the API must not let anyone pin a backend or
+        // make it allocate gigabytes).
+        match Params::try_from(&parsed) {
+            Ok(p) if within_bounds(&p, cost) => {}
+            _ => return Verdict::Mismatch,
+        }
         if Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_err()
@@ -107,6 +113,14 @@ pub fn verify(password: &str, stored: &str, cost: Cost) -> Verdict {
     }
 }
 
+/// The most work a stored argon2 hash may ask of a verification: four times the current
+/// cost, at least 256 MiB and 16 passes, and parallelism of at most 16.
+fn within_bounds(p: &Params, cost: Cost) -> bool {
+    p.m_cost() <= cost.memory_kib.saturating_mul(4).max(256 * 1024)
+        && p.t_cost() <= cost.iterations.saturating_mul(4).max(16)
+        && p.p_cost() <= 16
+}
+
 fn is_bcrypt(s: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"].iter().any(|p| s.starts_with(p))
 }
@@ -115,28 +129,22 @@ fn bcrypt_cost(s: &str) -> Option<u32> {
     s.get(4..6)?.parse().ok()
 }
 
+/// The fixed hash that stands in for a missing one: it parses with the current cost, so
+/// verifying against it is one argon2id computation, and no password matches it.
+fn dummy_hash(cost: Cost) -> String {
+    format!(
+        "$argon2id$v=19$m={},t={},p=1$YXV0aF9leHQgZHVtbXkgc2FsdA$\
+         ZHVtbXkgaGFzaDogbm8gcGFzc3dvcmQgbWF0Y2hlcyBpdC4",
+        cost.memory_kib, cost.iterations
+    )
+}
+
 /// Spend the time a real verification would, for an email with no usable hash, so that an
-/// unknown email and a wrong password cannot be told apart by timing. The dummy hash is
-/// made once per backend for the current cost (the first call pays for one extra hash).
+/// unknown email and a wrong password cannot be told apart by timing. Nothing is computed
+/// to make the dummy hash, so a backend's first unknown-address sign-in costs what its
+/// first known-address one does.
 pub fn burn_verification(password: &str, cost: Cost) {
-    use std::cell::RefCell;
-    thread_local! {
-        static DUMMY: RefCell<Option<(Cost, String)>> = const { RefCell::new(None) };
-    }
-    let dummy = DUMMY.with(|d| {
-        let mut d = d.borrow_mut();
-        match &*d {
-            Some((c, h)) if *c == cost => Some(h.clone()),
-            _ => {
-                let h = hash("dummy password for timing", cost).ok()?;
-                *d = Some((cost, h.clone()));
-                Some(h)
-            }
-        }
-    });
-    if let Some(h) = dummy {
-        let _ = verify(password, &h, cost);
-    }
+    let _ = verify(password, &dummy_hash(cost), cost);
 }
 
 #[cfg(test)]
@@ -204,6 +212,25 @@ mod tests {
         for s in ["", "plain", "$argon2id$", "$2b$", "$2b$xx$", "$1$abc$def"] {
             assert_eq!(verify("x", s, FAST), Verdict::Mismatch, "{s}");
         }
+    }
+
+    #[test]
+    fn absurd_argon2_parameters_are_mismatches() {
+        let h = hash("x-password", FAST).unwrap();
+        let huge_m = h.replace("m=1024", "m=4194304");
+        assert_eq!(verify("x-password", &huge_m, FAST), Verdict::Mismatch);
+        let huge_t = h.replace("t=1", "t=1000");
+        assert_eq!(verify("x-password", &huge_t, FAST), Verdict::Mismatch);
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_current_cost_and_matches_nothing() {
+        let dummy = dummy_hash(FAST);
+        let parsed = PasswordHash::new(&dummy).unwrap();
+        let p = Params::try_from(&parsed).unwrap();
+        assert_eq!((p.m_cost(), p.t_cost()), (FAST.memory_kib, FAST.iterations));
+        assert_eq!(verify("", &dummy, FAST), Verdict::Mismatch);
+        assert_eq!(verify("dummy password", &dummy, FAST), Verdict::Mismatch);
     }
 
     #[test]

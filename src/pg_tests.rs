@@ -173,11 +173,11 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(token.starts_with("eyJ"));
-        let before = crate::keys::verified_count().unwrap();
+        let before = crate::keys::verified_memory().unwrap().0;
         for _ in 0..3 {
             assert_eq!(try_verify(&token), "ok");
         }
-        assert_eq!(crate::keys::verified_count().unwrap(), before + 1);
+        assert_eq!(crate::keys::verified_memory().unwrap().0, before + 1);
         // An HS256 token is cheap to check and is not remembered.
         Spi::run("select auth.promote_signing_key(auth.create_signing_key('HS256') ->> 'kid')")
             .unwrap();
@@ -186,13 +186,49 @@ mod tests {
             .unwrap();
         assert_eq!(try_verify(&hs), "ok");
         assert_eq!(try_verify(&token), "ok");
-        assert_eq!(crate::keys::verified_count().unwrap(), 1);
+        assert_eq!(crate::keys::verified_memory().unwrap().0, 1);
         // Revocation drops the memory at once: the remembered token now fails.
         Spi::run("select auth.revoke_signing_key('cache-test')").unwrap();
-        assert_eq!(crate::keys::verified_count().unwrap(), 0);
+        assert_eq!(crate::keys::verified_memory().unwrap().0, 0);
         assert_eq!(
             try_verify(&token),
             "28000 bad_jwt: signing key \"cache-test\" has been revoked"
         );
+    }
+
+    #[pg_test]
+    fn the_verified_token_memory_is_bounded_in_bytes() {
+        Spi::run("set auth.token_cache_size = '256kB'").unwrap();
+        Spi::run(
+            "select auth.promote_signing_key(auth.create_signing_key('EdDSA', 'bound-test') ->> 'kid')",
+        )
+        .unwrap();
+        // 200 distinct tokens with 8 KB of metadata each: about 10 MB were they all kept.
+        let big = "x".repeat(8 * 1024);
+        for i in 0..200 {
+            let token = Spi::get_one_with_args::<String>(
+                "select auth.sign_jwt(jsonb_build_object('sub', $1::text, 'role', 'authenticated', \
+                     'user_metadata', jsonb_build_object('blob', $2::text)))",
+                &[i.to_string().into(), big.as_str().into()],
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(try_verify(&token), "ok");
+            let (entries, bytes) = crate::keys::verified_memory().unwrap();
+            assert!(bytes <= 256 * 1024, "{bytes} bytes in {entries} entries");
+        }
+        let (entries, _) = crate::keys::verified_memory().unwrap();
+        assert!(entries > 0, "the memory still works under the bound");
+        // A token larger than a quarter of the bound is verified but never kept.
+        let huge = "y".repeat(20 * 1024);
+        let token = Spi::get_one_with_args::<String>(
+            "select auth.sign_jwt(jsonb_build_object('sub', 'h', 'blob', $1::text))",
+            &[huge.as_str().into()],
+        )
+        .unwrap()
+        .unwrap();
+        let before = crate::keys::verified_memory().unwrap().0;
+        assert_eq!(try_verify(&token), "ok");
+        assert_eq!(crate::keys::verified_memory().unwrap().0, before);
     }
 }

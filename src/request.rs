@@ -1,8 +1,16 @@
 //! What PostgREST tells us about the HTTP request: the `request.headers` setting (a JSON
-//! object of lower-cased header names). Used for the session's user agent and IP and for
-//! the audit log. Absent or malformed headers simply give nothing.
+//! object of lower-cased header names). Used for the session's user agent and IP, for the
+//! audit log and for the per-IP limits. Absent or malformed headers simply give nothing.
+//!
+//! The client address is the one a trusted hop wrote, never one the client chose: each
+//! proxy appends the address it was connected from to `x-forwarded-for`, so with
+//! `auth.trusted_proxies` = n the client is the n-th entry from the right (the leftmost
+//! when there are fewer); everything further left was written by the client and is
+//! ignored. With 0, the headers are not trusted at all and no address is known.
 
+use pgrx::prelude::*;
 use serde_json::Value;
+use std::ffi::CStr;
 use std::net::IpAddr;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -11,9 +19,9 @@ pub struct RequestInfo {
     pub ip: Option<IpAddr>,
 }
 
-/// Parse PostgREST's `request.headers` JSON. The client IP is the first address of
-/// `x-forwarded-for` (the client as seen by the first proxy), else `x-real-ip`.
-pub fn parse_headers(raw: &str) -> RequestInfo {
+/// Parse PostgREST's `request.headers` JSON, trusting `trusted_proxies` hops of
+/// `x-forwarded-for`.
+pub fn parse_headers(raw: &str, trusted_proxies: usize) -> RequestInfo {
     let Ok(Value::Object(h)) = serde_json::from_str::<Value>(raw) else {
         return RequestInfo::default();
     };
@@ -22,17 +30,40 @@ pub fn parse_headers(raw: &str) -> RequestInfo {
         .map(|ua| ua.chars().take(512).collect::<String>())
         .filter(|ua| !ua.is_empty());
     let ip = get("x-forwarded-for")
-        .and_then(|v| v.split(',').next())
-        .or_else(|| get("x-real-ip"))
-        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        .filter(|_| trusted_proxies > 0)
+        .and_then(|v| {
+            let hops: Vec<&str> = v.split(',').map(str::trim).collect();
+            hops.get(hops.len().saturating_sub(trusted_proxies))
+                .copied()
+        })
+        .and_then(|v| v.parse::<IpAddr>().ok());
     RequestInfo { user_agent, ip }
 }
 
 /// The current request's information, from the `request.headers` setting.
 pub fn current() -> RequestInfo {
     crate::claims::setting(c"request.headers")
-        .map(|raw| parse_headers(&String::from_utf8_lossy(raw)))
+        .map(|raw| {
+            parse_headers(
+                &String::from_utf8_lossy(raw),
+                crate::config::TRUSTED_PROXIES.get().max(0) as usize,
+            )
+        })
         .unwrap_or_default()
+}
+
+/// SQL: the role the session acts as (its login role, or the role of SET ROLE, as
+/// PostgREST's `set local role` gives), which SECURITY DEFINER functions do not change:
+/// inside one, current_user is the owner. The admin audit entries name it.
+#[pg_extern(stable, parallel_safe)]
+fn _calling_role() -> String {
+    // SAFETY: GetOuterUserId is always a valid role while a session runs; the name is
+    // copied out at once.
+    unsafe {
+        CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), false))
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 #[cfg(test)]
@@ -41,13 +72,45 @@ mod tests {
 
     #[test]
     fn headers() {
-        let r =
-            parse_headers(r#"{"user-agent":"curl/8","x-forwarded-for":"203.0.113.9, 10.0.0.1"}"#);
+        let r = parse_headers(
+            r#"{"user-agent":"curl/8","x-forwarded-for":"203.0.113.9, 10.0.0.1"}"#,
+            2,
+        );
         assert_eq!(r.user_agent.as_deref(), Some("curl/8"));
         assert_eq!(r.ip, Some("203.0.113.9".parse().unwrap()));
-        let r = parse_headers(r#"{"x-real-ip":"2001:db8::1"}"#);
-        assert_eq!(r.ip, Some("2001:db8::1".parse().unwrap()));
-        assert_eq!(parse_headers(r#"{"x-forwarded-for":"not an ip"}"#).ip, None);
-        assert_eq!(parse_headers("garbage"), RequestInfo::default());
+        assert_eq!(
+            parse_headers(r#"{"x-forwarded-for":"not an ip"}"#, 1).ip,
+            None
+        );
+        assert_eq!(parse_headers("garbage", 1), RequestInfo::default());
+    }
+
+    #[test]
+    fn the_client_cannot_choose_its_address() {
+        // The client wrote the first two entries; the proxy appended the last.
+        let xff = r#"{"x-forwarded-for":"198.51.100.1, 192.0.2.77, 203.0.113.5"}"#;
+        assert_eq!(
+            parse_headers(xff, 1).ip,
+            Some("203.0.113.5".parse().unwrap())
+        );
+        // Two trusted proxies: the one before the nearest proxy's entry.
+        assert_eq!(
+            parse_headers(xff, 2).ip,
+            Some("192.0.2.77".parse().unwrap())
+        );
+        // Fewer entries than trusted hops: the leftmost was still written by a proxy.
+        assert_eq!(
+            parse_headers(xff, 5).ip,
+            Some("198.51.100.1".parse().unwrap())
+        );
+        // 0: the headers are not trusted.
+        assert_eq!(parse_headers(xff, 0).ip, None);
+        // x-real-ip is the client's to write unless a proxy overwrites it: never used.
+        assert_eq!(parse_headers(r#"{"x-real-ip":"2001:db8::1"}"#, 1).ip, None);
+        // An unparsable trusted entry is no address, not the entry before it.
+        assert_eq!(
+            parse_headers(r#"{"x-forwarded-for":"192.0.2.1, junk"}"#, 1).ip,
+            None
+        );
     }
 }

@@ -38,8 +38,13 @@ pub fn user_json(user_id: pgrx::Uuid) -> AuthResult<Value> {
         &[user_id.into()],
     )?
     .ok_or_else(|| AuthError::Unexpected("user vanished while signing in".into()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| AuthError::Unexpected(format!("user row cannot be read as JSON: {e}")))
+    // The API stores only what parses here (src/metadata.rs) and the tables' CHECK
+    // constraints hold the rest; a row from before them is a clear error, not an internal one.
+    crate::metadata::parse_storable(&text).map_err(|why| {
+        AuthError::StoredData(format!(
+            "the stored data of user {user_id} cannot be used: its metadata or identity data {why}"
+        ))
+    })
 }
 
 /// An audit entry in Supabase's payload shape, and the client IP ('' when unknown). Never
@@ -176,7 +181,7 @@ pub fn start(user_id: pgrx::Uuid, method: &str, req: &RequestInfo) -> AuthResult
              insert into auth.refresh_tokens (instance_id, token, user_id, revoked, created_at, updated_at, session_id) \
              select '00000000-0000-0000-0000-000000000000', $5, $1::pg_catalog.text, false, pg_catalog.now(), pg_catalog.now(), s.id \
                from s) \
-         select s.id::pg_catalog.text, pg_catalog.floor(pg_catalog.date_part('epoch', s.created_at))::bigint from s",
+         select s.id::pg_catalog.text, pg_catalog.floor(pg_catalog.date_part('epoch', s.created_at))::pg_catalog.int8 from s",
         &[
             user_id.into(),
             req.user_agent.clone().into(),
@@ -221,7 +226,7 @@ pub fn amr_of(session_id: &str) -> AuthResult<Value> {
     let text = db::read_one::<String>(
         "select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object( \
                     'method', c.authentication_method, \
-                    'timestamp', pg_catalog.floor(pg_catalog.date_part('epoch', c.created_at))::bigint) \
+                    'timestamp', pg_catalog.floor(pg_catalog.date_part('epoch', c.created_at))::pg_catalog.int8) \
                   order by c.created_at), '[]')::pg_catalog.text \
            from auth.mfa_amr_claims c where c.session_id = $1::pg_catalog.uuid",
         &[session_id.into()],

@@ -6,8 +6,8 @@ use crate::db::read_one;
 use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::jwt;
 use crate::keys;
+use crate::metadata::parse_object;
 use crate::sessions::unix_now;
-use crate::users::parse_object;
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
 
@@ -24,6 +24,35 @@ fn verify_jwt(token: Option<&str>) -> pgrx::JsonB {
     pgrx::JsonB(Value::Object(verify(token).or_raise()))
 }
 
+/// The legacy per-claim settings the helpers read before `request.jwt.claims` (Supabase's
+/// order), each with the statement that empties it for the transaction.
+const LEGACY: [(&std::ffi::CStr, &str); 6] = [
+    (
+        c"request.jwt.claim",
+        "select pg_catalog.set_config('request.jwt.claim', '', true)",
+    ),
+    (
+        c"request.jwt.claim.sub",
+        "select pg_catalog.set_config('request.jwt.claim.sub', '', true)",
+    ),
+    (
+        c"request.jwt.claim.role",
+        "select pg_catalog.set_config('request.jwt.claim.role', '', true)",
+    ),
+    (
+        c"request.jwt.claim.email",
+        "select pg_catalog.set_config('request.jwt.claim.email', '', true)",
+    ),
+    (
+        c"request.jwt.claim.session_id",
+        "select pg_catalog.set_config('request.jwt.claim.session_id', '', true)",
+    ),
+    (
+        c"request.jwt.claim.iss",
+        "select pg_catalog.set_config('request.jwt.claim.iss', '', true)",
+    ),
+];
+
 fn authenticate_impl(token: Option<&str>) -> AuthResult<Map<String, Value>> {
     let claims = verify(token)?;
     // PostgREST's rule: the role claim, or the anonymous role when there is none.
@@ -32,6 +61,19 @@ fn authenticate_impl(token: Option<&str>) -> AuthResult<Map<String, Value>> {
         Some(Value::String(r)) if !r.is_empty() => r.clone(),
         Some(_) => return Err(AuthError::BadJwt("claim role is not a role name".into())),
     };
+    // A third party's role was vetted when its issuer was registered; roles gain rights
+    // later (a GRANT, a membership), so it is vetted again at every use.
+    if keys::is_trusted_issuer(claims.get("iss").and_then(Value::as_str))? {
+        let refusal = keys::as_owner(|| {
+            read_one::<String>("select auth._role_refusal($1)", &[role.as_str().into()])
+        })?;
+        if let Some(why) = refusal {
+            return Err(AuthError::InsufficientPrivilege(format!(
+                "a third-party token cannot act as role \"{}\": it {why}",
+                role.chars().take(63).collect::<String>()
+            )));
+        }
+    }
     // Ask first, so a role the connection may not assume is a clean 42501 with our code
     // rather than set_config's own message. Runs with the caller's search_path: every
     // name and the operator are qualified.
@@ -46,22 +88,26 @@ fn authenticate_impl(token: Option<&str>) -> AuthResult<Map<String, Value>> {
             role.chars().take(63).collect::<String>()
         )));
     }
+    // Legacy settings left over from earlier in the session would outvote these claims.
+    for (name, empty_it) in LEGACY {
+        if crate::claims::setting(name).is_some() {
+            read_one::<String>(empty_it, &[])?;
+        }
+    }
     // A read-only select (set_config is not a write): works on a hot standby too.
     let claims_text = Value::Object(claims.clone()).to_string();
-    Spi::connect(|c| {
-        c.select(
-            "select pg_catalog.set_config('request.jwt.claims', $1, true), \
-                    pg_catalog.set_config('role', $2, true)",
-            None,
-            &[claims_text.as_str().into(), role.as_str().into()],
-        )
-        .map(|_| ())
-    })?;
+    read_one::<String>(
+        "select pg_catalog.set_config('request.jwt.claims', $1, true) \
+             operator(pg_catalog.||) pg_catalog.set_config('role', $2, true)",
+        &[claims_text.as_str().into(), role.as_str().into()],
+    )?;
     Ok(claims)
 }
 
 /// auth.authenticate(token): verify, then for the rest of the transaction act as the
-/// token's role with its claims in `request.jwt.claims`, exactly as PostgREST would.
+/// token's role with its claims in `request.jwt.claims`, exactly as PostgREST would; the
+/// legacy per-claim settings are emptied for the transaction so that every helper reports
+/// this token.
 #[pg_extern(volatile)]
 fn authenticate(token: Option<&str>) -> pgrx::JsonB {
     pgrx::JsonB(Value::Object(authenticate_impl(token).or_raise()))
@@ -80,6 +126,13 @@ fn sign_jwt_impl(claims: Option<&str>) -> AuthResult<String> {
         .entry("iat")
         .or_insert_with(|| Value::from(unix_now()));
     jwt::sign(&claims, &keys::signing_key()?).map_err(|e| AuthError::Unexpected(e.to_string()))
+}
+
+/// SQL: the issuer this database writes into its tokens (auth.jwt_issuer), read through
+/// the library so that the setting is defined even in a session that has not loaded it.
+#[pg_extern(stable, parallel_safe)]
+fn _jwt_issuer() -> Option<String> {
+    config::jwt_issuer()
 }
 
 /// Internal: called by the SECURITY DEFINER wrapper auth.sign_jwt (service_role only).

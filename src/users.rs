@@ -6,15 +6,12 @@
 use crate::config;
 use crate::db;
 use crate::error::{require_primary, AuthError, AuthResult, OrRaise};
+use crate::lockout;
 use crate::password::{self, Cost, Verdict};
 use crate::request;
 use crate::sessions;
-use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
-
-/// Largest user metadata accepted, serialized: it travels in every access token.
-pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 fn invalid_email() -> AuthError {
     AuthError::ValidationFailed("Unable to validate email address: invalid format".into())
@@ -61,31 +58,6 @@ pub fn normalize_email(raw: Option<&str>) -> AuthResult<String> {
     } else {
         Err(invalid_email())
     }
-}
-
-/// A JSON object given as jsonb text: NULL means `{}`; anything else must be an object of
-/// at most `max` bytes. Parsed here (not by pgrx) so that deep nesting or odd numbers give
-/// validation_failed rather than an internal error.
-pub fn parse_object(raw: Option<&str>, what: &str, max: usize) -> AuthResult<Value> {
-    let Some(raw) = raw else { return Ok(json!({})) };
-    if raw.len() > max {
-        return Err(AuthError::ValidationFailed(format!(
-            "{what} is larger than {max} bytes"
-        )));
-    }
-    match serde_json::from_str::<Value>(raw) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(AuthError::ValidationFailed(format!(
-            "{what} must be a JSON object"
-        ))),
-        Err(_) => Err(AuthError::ValidationFailed(format!(
-            "{what} is nested too deeply or holds numbers out of range"
-        ))),
-    }
-}
-
-pub fn parse_metadata(raw: Option<&str>) -> AuthResult<Value> {
-    parse_object(raw, "user metadata", MAX_METADATA_BYTES)
 }
 
 fn cost() -> Cost {
@@ -136,7 +108,7 @@ fn sign_up_impl(
     require_primary("sign-up")?;
     let email = normalize_email(email)?;
     // Cheap checks first: the metadata before the password policy, hashing last.
-    let metadata = parse_metadata(data)?;
+    let metadata = crate::metadata::parse_metadata(data)?;
     let hash = hash_new_password(password)?;
     let confirm = config::REQUIRE_EMAIL_CONFIRMATION.get();
 
@@ -199,91 +171,37 @@ fn sign_up_impl(
     password_session(user_id, "user_signedup", &request::current())
 }
 
-/// The lockout counter of an account.
-fn account_key(email: &str) -> String {
-    format!("email:{email}")
-}
-
-/// The lockout counter of the request's client IP, when it has one.
-fn ip_key(req: &request::RequestInfo) -> Option<String> {
-    req.ip.map(|ip| format!("ip:{ip}"))
-}
-
-/// Record a failed attempt in a transaction of its own (the error that follows aborts
-/// ours): the login_failed audit entry and the lockout counters of the account (when the
-/// address is known) and of the client IP.
-pub fn record_failure(
+/// The login_failed audit entry of a failed attempt.
+pub fn failure_audit(
     email: Option<&str>,
     user_id: Option<pgrx::Uuid>,
     req: &request::RequestInfo,
     traits: Value,
-) {
+) -> Value {
     let id = user_id.map(|u| u.to_string());
-    let entry = sessions::audit_entry("login_failed", id.as_deref(), email, req, traits);
-    let keys: Vec<String> = email
-        .map(account_key)
-        .into_iter()
-        .chain(ip_key(req))
-        .collect();
-    let job = json!({
-        "audit": entry,
-        "count_failures": {
-            "keys": keys,
-            "window": format!("{} seconds", config::LOCKOUT_WINDOW.get()),
-        },
-    });
-    if let Err(e) = crate::autonomous::run(&job) {
-        pgrx::warning!("auth_ext: could not record a failed attempt: {e}");
-    }
+    sessions::audit_entry("login_failed", id.as_deref(), email, req, traits)
 }
 
-/// A failed sign-in: recorded, then returned for raising.
+/// A failed sign-in: written down (with its lockout count) by an autonomous transaction,
+/// then returned for raising.
 fn failed_sign_in(
     email: &str,
     user_id: Option<pgrx::Uuid>,
     req: &request::RequestInfo,
     error: AuthError,
 ) -> AuthError {
-    record_failure(
+    lockout::failed(failure_audit(
         Some(email),
         user_id,
         req,
         json!({"provider": "email", "reason": error.code()}),
-    );
+    ));
     error
 }
 
 fn sign_in_impl(email: Option<&str>, password: Option<&str>) -> AuthResult<Value> {
     require_primary("sign-in")?;
     sign_in_checked(email, password)
-}
-
-/// Whether the account ($2) or the client IP ($3) has reached its failure limit ($4, $5)
-/// within the window ($6 seconds). A macro so that the sign-in lookup can embed it.
-macro_rules! locked_sql {
-    () => {
-        "select coalesce(bool_or((f.key = $2 and $4 > 0 and f.failures >= $4) \
-                              or (f.key = $3 and $5 > 0 and f.failures >= $5)), false) as locked \
-           from auth.sign_in_failures f \
-          where f.key = any (array[$2, $3]) \
-            and f.window_start > pg_catalog.now() - pg_catalog.make_interval(0, 0, 0, 0, 0, 0, $6)"
-    };
-}
-
-fn lockout_args(email: Option<&str>, req: &request::RequestInfo) -> [DatumWithOid<'static>; 6] {
-    [
-        email.map(str::to_string).into(),
-        email.map(account_key).into(),
-        ip_key(req).into(),
-        config::LOCKOUT_MAX_FAILURES.get().into(),
-        config::LOCKOUT_IP_MAX_FAILURES.get().into(),
-        config::LOCKOUT_WINDOW.get().into(),
-    ]
-}
-
-/// Is the account of `email` (when given) or the request's client IP locked out?
-pub fn locked_out(email: Option<&str>, req: &request::RequestInfo) -> AuthResult<bool> {
-    Ok(db::read_one::<bool>(locked_sql!(), &lockout_args(email, req))?.unwrap_or(false))
 }
 
 /// What sign-in needs to know about a user: id, stored hash, banned, email confirmed.
@@ -294,40 +212,26 @@ type SignInRow = (
     Option<bool>,
 );
 
-/// The lockout verdict for the account and the client IP, and the user: one statement.
-/// A locked account or IP is refused before any password work, so even the right password
-/// waits for the window to pass.
-fn lookup_for_sign_in(email: &str, req: &request::RequestInfo) -> AuthResult<SignInRow> {
-    let (locked, found) = db::read_row(
-        concat!(
-            "select l.locked, u.id, u.encrypted_password, \
-                    coalesce(u.banned_until > pg_catalog.now(), false), \
-                    u.email_confirmed_at is not null \
-               from (",
-            locked_sql!(),
-            ") l \
-               left join auth.users u \
-                 on pg_catalog.lower(u.email) = pg_catalog.lower($1) \
-                and u.is_sso_user = false and u.deleted_at is null"
-        ),
-        &lockout_args(Some(email), req),
+/// The user an address belongs to (none of SSO or deleted users).
+fn lookup_for_sign_in(email: &str) -> AuthResult<SignInRow> {
+    db::read_row(
+        "select u.id, u.encrypted_password, \
+                coalesce(u.banned_until > pg_catalog.now(), false), \
+                u.email_confirmed_at is not null \
+           from auth.users u \
+          where pg_catalog.lower(u.email) = pg_catalog.lower($1) \
+            and u.is_sso_user = false and u.deleted_at is null",
+        &[email.into()],
         |t| {
             let r = t.first();
             Ok((
-                r.get::<bool>(1)?.unwrap_or(false),
-                (
-                    r.get::<pgrx::Uuid>(2)?,
-                    r.get::<String>(3)?,
-                    r.get::<bool>(4)?,
-                    r.get::<bool>(5)?,
-                ),
+                r.get::<pgrx::Uuid>(1)?,
+                r.get::<String>(2)?,
+                r.get::<bool>(3)?,
+                r.get::<bool>(4)?,
             ))
         },
-    )?;
-    if locked {
-        return Err(AuthError::OverRequestRateLimit);
-    }
-    Ok(found)
+    )
 }
 
 /// Everything a successful sign-in does after the password check: last sign-in times,
@@ -342,19 +246,23 @@ fn complete_sign_in(
               f as (delete from auth.sign_in_failures where key = $2) \
          update auth.identities set last_sign_in_at = pg_catalog.now() \
           where user_id = $1 and provider = 'email'",
-        &[user_id.into(), account_key(email).into()],
+        &[user_id.into(), lockout::account_key(email).into()],
     )?;
     password_session(user_id, "login", req)
 }
 
-/// Internal, owner only, for the benchmark: a sign-in without the password check (the
-/// rest of sign-in, measured on its own).
-#[pg_extern(volatile)]
+/// For the benchmark only: a sign-in without the password check (the rest of sign-in,
+/// measured on its own). No SQL function is created for it: a function that signs in
+/// without a password must not exist in a user's database. bench/bench.sql declares it
+/// (LANGUAGE C, which only a superuser can) in a schema of its own.
+#[pg_extern(volatile, sql = false)]
 fn _sign_in_without_password_check(email: &str) -> pgrx::JsonB {
     let result = (|| {
         let email = normalize_email(Some(email))?;
         let req = request::current();
-        match lookup_for_sign_in(&email, &req)? {
+        lockout::begin(Some(&email), &req)?;
+        lockout::succeeded();
+        match lookup_for_sign_in(&email)? {
             (Some(user_id), _, Some(false), _) => complete_sign_in(user_id, &email, &req),
             _ => Err(AuthError::InvalidCredentials),
         }
@@ -375,7 +283,10 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
     }
     let cost = cost();
     let req = request::current();
-    let found = lookup_for_sign_in(&email, &req)?;
+    // Counted before anything is checked: refused here when the account or the address
+    // is locked, or when the guesses in flight at it would reach the threshold.
+    lockout::begin(Some(&email), &req)?;
+    let found = lookup_for_sign_in(&email)?;
     let (user_id, stored, banned, confirmed) = match found {
         (Some(id), Some(stored), banned, confirmed) if !stored.is_empty() => (
             id,
@@ -421,6 +332,7 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
             AuthError::EmailNotConfirmed,
         ));
     }
+    lockout::succeeded();
     if verdict == Verdict::MatchNeedsRehash {
         let upgraded = password::hash(password, cost)?;
         db::exec(
@@ -431,11 +343,36 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
     complete_sign_in(user_id, &email, &req)
 }
 
-/// Internal, owner only: does `password` match the stored `hash`? The cost of exactly the
-/// check sign_in makes (the benchmark uses it to split sign-in time).
-#[pg_extern(volatile)]
+/// For the benchmark only (declared by bench/bench.sql, like the function above): does
+/// `password` match the stored `hash`? The cost of exactly the check sign_in makes.
+#[pg_extern(volatile, sql = false)]
 fn _verify_password(password: &str, hash: &str) -> bool {
     password::verify(password, hash, cost()) != Verdict::Mismatch
+}
+
+/// A user's new password (GoTrue's PUT /user): `same_password` when it matches the
+/// current one, the policy, then the new hash stored.
+fn set_password(user_id: pgrx::Uuid, password: Option<&str>) -> AuthResult<()> {
+    let password = password_policy(password)?;
+    let stored = db::read_one::<String>(
+        "select u.encrypted_password from auth.users u where u.id = $1",
+        &[user_id.into()],
+    )?
+    .unwrap_or_default();
+    if !stored.is_empty() && password::verify(password, &stored, cost()) != Verdict::Mismatch {
+        return Err(AuthError::SamePassword);
+    }
+    let hash = password::hash(password, cost())?;
+    db::exec(
+        "update auth.users set encrypted_password = $2 where id = $1",
+        &[user_id.into(), hash.into()],
+    )
+}
+
+/// SQL (behind auth.update_user): change the user's password.
+#[pg_extern(volatile)]
+fn _set_password(user_id: pgrx::Uuid, password: Option<&str>) {
+    set_password(user_id, password).or_raise()
 }
 
 /// Internal: called by the SECURITY DEFINER wrapper auth.sign_up.
@@ -507,32 +444,5 @@ mod tests {
         }
         let long = format!("{}@x.io", "a".repeat(251));
         assert!(normalize_email(Some(&long)).is_err());
-    }
-
-    #[test]
-    fn metadata_must_be_a_bounded_object() {
-        assert_eq!(parse_metadata(None).unwrap(), json!({}));
-        assert_eq!(parse_metadata(Some(r#"{"a":1}"#)).unwrap(), json!({"a": 1}));
-        for bad in ["[1]", "\"s\"", "null", "1", "{\"n\":1e400}"] {
-            assert_eq!(
-                parse_metadata(Some(bad)).unwrap_err().code(),
-                "validation_failed",
-                "{bad}"
-            );
-        }
-        let deep = format!(
-            "{}{}",
-            "{\"a\":".repeat(200),
-            "1".to_string() + &"}".repeat(200)
-        );
-        assert_eq!(
-            parse_metadata(Some(&deep)).unwrap_err().code(),
-            "validation_failed"
-        );
-        let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_METADATA_BYTES));
-        assert_eq!(
-            parse_metadata(Some(&big)).unwrap_err().code(),
-            "validation_failed"
-        );
     }
 }

@@ -209,6 +209,16 @@ create function public.malformed_hook(event jsonb) returns jsonb language sql as
   select jsonb_build_object('claims', (event -> 'claims') - 'sub') $$;
 create function public.denying_hook(event jsonb) returns jsonb language sql as $$
   select '{"error": {"http_code": 403, "message": "This account is suspended"}}'::jsonb $$;
+-- Hooks run as supabase_auth_admin, never as the extension owner: the grants of
+-- Supabase's hook documentation, unchanged, let it read the roles table.
+grant usage on schema public to supabase_auth_admin;
+grant execute on function public.add_user_role to supabase_auth_admin;
+revoke execute on function public.add_user_role from authenticated, anon, public;
+grant all on table public.user_roles to supabase_auth_admin;
+revoke all on table public.user_roles from authenticated, anon, public;
+alter table public.user_roles enable row level security;
+create policy "Allow auth admin to read user roles" on public.user_roles
+  as permissive for select to supabase_auth_admin using (true);
 create table reports (id int, body text);
 alter table reports enable row level security;
 create policy admins_only on reports using (auth.jwt() ->> 'user_role' = 'admin');
@@ -240,6 +250,22 @@ set local auth.hook_custom_access_token = 'public.denying_hook';
 select try($$select auth.sign_in('boss@example.io', 'boss-password-1')$$) as denied;
 set local auth.hook_custom_access_token = 'public.no_such_hook';
 select try($$select auth.sign_in('boss@example.io', 'boss-password-1')$$) as missing;
+-- What the hook role may not do: read the keys, or act as the owner.
+create function public.key_reading_hook(event jsonb) returns jsonb language plpgsql as $$
+begin
+  perform count(*) from auth.signing_keys;
+  return event;
+end $$;
+set local auth.hook_custom_access_token = 'public.key_reading_hook';
+select try($$select auth.sign_in('boss@example.io', 'boss-password-1')$$) as reads_keys;
+create function public.who_runs_hooks(event jsonb) returns jsonb language sql as $$
+  select jsonb_build_object('claims', (event -> 'claims') || jsonb_build_object('hook_user', current_user::text)) $$;
+set local auth.hook_custom_access_token = 'public.who_runs_hooks';
+select auth.verify_jwt(auth.sign_in('boss@example.io', 'boss-password-1') ->> 'access_token') ->> 'hook_user' as hook_user;
+-- A hook role that could reach the auth tables is refused before any hook runs.
+grant select on auth.users to supabase_auth_admin;
+select try($$select auth.sign_in('boss@example.io', 'boss-password-1')$$) as hook_role_too_strong;
+revoke select on auth.users from supabase_auth_admin;
 rollback;
 
 -- Failed sign-ins above were recorded by autonomous transactions, which no rollback undoes.

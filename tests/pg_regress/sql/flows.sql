@@ -26,9 +26,13 @@ select array(select jsonb_object_keys(m.message) order by 1) as message_keys,
        m.message -> 'email_data' ->> 'site_url' as site_url, m.message -> 'email_data' ->> 'redirect_to' as redirect_to,
        m.message -> 'user' ->> 'email' as user_email
   from auth.email_outbox m;
--- Only hashes are stored.
+-- Only keyed hashes are stored: an HMAC under auth.secret_keys' key, so a copy of this
+-- table alone cannot test the million possible codes (an unkeyed SHA-256 would).
 select o.token_type, o.relates_to,
-       o.token_hash = encode(sha256(convert_to(l.link, 'UTF8')), 'hex') as link_hashed,
+       o.token_hash = auth._otp_hash(l.link) as link_keyed,
+       o.token_hash <> encode(sha256(convert_to(l.link, 'UTF8')), 'hex') as not_plain_sha256,
+       o.code_hash = auth._otp_hash(o.id::text || ':' || l.code) as code_keyed,
+       o.code_hash <> encode(sha256(convert_to(o.id::text || ':' || l.code, 'UTF8')), 'hex') as code_not_plain_sha256,
        o.code_hash <> l.code and o.token_hash <> l.link as no_plain_token,
        o.expires_at - o.created_at as lifetime
   from auth.one_time_tokens o, last_message l;
@@ -180,12 +184,15 @@ select auth.recover('limit@example.io') as after_window;
 reset auth.email_rate_limit;
 
 -- 7. The delivery hook: a function of the deployment's receives each message instead of
--- the outbox; a failing hook fails the call and nothing is kept. (Hooks run with
--- search_path pg_catalog, pg_temp: they qualify their names.)
+-- the outbox; a failing hook fails the call and nothing is kept. (Hooks run as
+-- supabase_auth_admin with search_path pg_catalog, pg_temp: they qualify their names, and
+-- what they touch is granted to that role, as Supabase's hook documentation says.)
 set auth.email_rate_limit = 0;
 create table public.hook_log (m jsonb);
 create function public.test_send_email(m jsonb) returns jsonb language sql
   as $$ insert into public.hook_log values (m); select '{}'::jsonb $$;
+grant usage on schema public to supabase_auth_admin;
+grant insert on public.hook_log to supabase_auth_admin;
 create function public.failing_send_email(m jsonb) returns jsonb language plpgsql
   as $$ begin raise exception 'smtp down'; end $$;
 create function public.refusing_send_email(m jsonb) returns jsonb language sql
@@ -264,5 +271,6 @@ delete from auth.email_outbox;
 delete from auth.rate_limits;
 delete from auth.sign_in_failures;
 delete from auth.audit_log_entries where created_at >= (select started from before);
+revoke usage on schema public from supabase_auth_admin;
 drop table public.hook_log;
 drop function public.test_send_email(jsonb), public.failing_send_email(jsonb), public.refusing_send_email(jsonb);

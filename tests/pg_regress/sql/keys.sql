@@ -156,10 +156,33 @@ select pg_temp.verify(:'idp_expired') as expired;
 select pg_temp.verify(:'idp_no_exp') as no_exp;
 -- Our own key cannot speak for the issuer: a token claiming its iss but signed by us fails.
 select pg_temp.verify(auth.sign_jwt(pg_temp.claims('x', '{"iss":"https://idp.example","aud":"my-app"}'))) as forged_by_us;
--- The issuer's token drives RLS helpers through auth.authenticate.
+-- The issuer's token drives RLS helpers through auth.authenticate: its role and claims,
+-- but never a local account. Its sub is the issuer's subject: auth.uid() is NULL even
+-- when a local user has that very id, and the account functions refuse it.
+insert into auth.users (id, aud, role, email, encrypted_password, created_at, updated_at)
+values ('d0000000-0000-4000-8000-00000000000d', 'authenticated', 'authenticated', 'victim@example.io', '', now(), now());
+grant execute on function auth."user"(), auth.update_user(jsonb, text), auth.sign_out(text) to regress_editor;
 set local session authorization regress_authenticator;
 select auth.authenticate(:'idp_editor') ->> 'role' as role, current_user, auth.uid(), auth.jwt() ->> 'iss' as iss;
+select try('select auth.user()') as reads_account;
+select try($$select auth.update_user('{"password": "taken-over-1"}')$$) as changes_account;
+select try('select auth.sign_out()') as signs_out;
 reset session authorization;
+-- Only an identity linked to exactly this issuer and subject (what a sign-in with its ID
+-- token records) makes the subject a local user.
+insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+values ('d0000000-0000-4000-8000-00000000000d', 'd0000000-0000-4000-8000-00000000000d',
+        '{"iss": "https://other-idp.example", "sub": "d0000000-0000-4000-8000-00000000000d"}', 'https://other-idp.example', now(), now());
+set local session authorization regress_authenticator;
+select auth.authenticate(:'idp_editor') is not null as authenticated, auth.uid() as linked_elsewhere;
+reset session authorization;
+update auth.identities set identity_data = identity_data || '{"iss": "https://idp.example"}'
+ where provider_id = 'd0000000-0000-4000-8000-00000000000d';
+set local session authorization regress_authenticator;
+select auth.authenticate(:'idp_editor') is not null as authenticated, auth.uid() as linked;
+select try('select auth.user()') as linked_still_no_account_access;
+reset session authorization;
+delete from auth.users where id = 'd0000000-0000-4000-8000-00000000000d';
 -- Without a default role, a token the map does not cover is refused.
 select auth.set_trusted_issuer('https://idp.example',
          jsonb_build_object('keys', jsonb_build_array(:'idp_jwk'::jsonb)),
