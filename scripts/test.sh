@@ -26,4 +26,4 @@ SUDO=""
 $SUDO install -m 644 sql/archive/auth_ext--*.sql "$("$PG_CONFIG" --sharedir)/extension/"
 
 echo "==> pg_regress and client tests in a throwaway cluster"
-pg_virtualenv -t -v 15 bash scripts/cluster-tests.sh
+pg_virtualenv -t -v 15 -o 'max_connections=200' bash scripts/cluster-tests.sh

@@ -249,6 +249,66 @@ begin
 end
 $$;
 
+-- Send `action` to `address` for the user uid and audit it. Without a user (the address
+-- has no account), do the same work for a decoy user inside a subtransaction that is then
+-- rolled back: the call takes the time it would take for an account, so its duration does
+-- not tell whether the address has one. Nothing of the decoy remains and nothing is
+-- delivered (a send-email hook is not called for it, so a slow hook is the one difference
+-- left; see docs/security.md).
+create function auth._send_or_decoy(uid uuid, action text, address text, s jsonb,
+                                    audit_action text, traits jsonb) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  decoy uuid;
+begin
+  if uid is not null then
+    perform auth._send_otp(uid, action, address, s);
+    perform auth._audit(audit_action, uid, traits);
+    return;
+  end if;
+  begin
+    insert into auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data,
+                            raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
+    values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated',
+            'authenticated', null, '', '{}', '{}', false, pg_catalog.now(), pg_catalog.now(), false)
+    returning id into decoy;
+    perform auth._send_otp(decoy, action, address, s - 'hook');
+    perform auth._audit(audit_action, decoy, traits);
+    raise exception using errcode = 'AUXDC';
+  exception when sqlstate 'AUXDC' then
+    null;
+  end;
+end
+$$;
+
+-- The work of creating a passwordless user (the user, its email identity, the audit
+-- entry), done and rolled back: what sign_in_with_otp does for an address that has an
+-- account, so that making one for a new address does not stand out by its time.
+create function auth._creation_decoy() returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  decoy uuid;
+begin
+  insert into auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data,
+                          raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
+  values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated',
+          'authenticated', null, '', '{"provider": "email", "providers": ["email"]}', '{}', false,
+          pg_catalog.now(), pg_catalog.now(), false)
+  returning id into decoy;
+  insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+  values (decoy::text, decoy, pg_catalog.jsonb_build_object('sub', decoy::text, 'email_verified', false,
+          'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
+  perform auth._audit('user_signedup', decoy, '{"provider": "email", "via": "otp"}');
+  raise exception using errcode = 'AUXDC';
+exception when sqlstate 'AUXDC' then
+  null;
+end
+$$;
+
 -- sign_up with auth.require_email_confirmation on: the new user gets a confirmation and no
 -- session. Called by auth._sign_up (src/users.rs).
 create function auth._confirm_sign_up(uid uuid, redirect_to text) returns jsonb
@@ -299,6 +359,8 @@ begin
   if found then
     perform auth._audit('user_repeated_signup', u.id, '{"provider": "email", "confirmation": "not sent"}');
   end if;
+  -- A new sign-up sends a confirmation: so does a decoy here, in the same time.
+  perform auth._send_or_decoy(null, 'signup', address, s, 'user_signedup', '{"provider": "email"}');
   return pg_catalog.jsonb_build_object(
     'id', pg_catalog.gen_random_uuid(), 'aud', 'authenticated', 'role', 'authenticated',
     'email', address, 'email_confirmed_at', null, 'phone', '', 'phone_confirmed_at', null,
@@ -458,11 +520,8 @@ begin
   perform auth._count_email_send(addr, s);
   select x.id into uid from auth.users x
    where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null;
-  if found then
-    perform auth._send_otp(uid, 'recovery', addr, s);
-    perform auth._audit('user_recovery_requested', uid, '{"provider": "email"}');
-  end if;
-  -- The same answer for an unknown address.
+  -- The same answer, in the same time, for an unknown address.
+  perform auth._send_or_decoy(uid, 'recovery', addr, s, 'user_recovery_requested', '{"provider": "email"}');
   return '{}'::jsonb;
 end
 $$;
@@ -486,7 +545,8 @@ begin
    where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null;
   if not found then
     if not coalesce(create_user, true) then
-      -- No account and none wanted: the same answer as a sent link (no enumeration).
+      -- No account and none wanted: the same answer as a sent link, in the same time.
+      perform auth._send_or_decoy(null, 'magiclink', addr, s, 'user_otp_requested', '{"provider": "email"}');
       return '{}'::jsonb;
     end if;
     insert into auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data,
@@ -505,9 +565,10 @@ begin
               'email_verified', false, 'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
       perform auth._audit('user_signedup', uid, '{"provider": "email", "via": "otp"}');
     end if;
+  elsif coalesce(create_user, true) then
+    perform auth._creation_decoy();
   end if;
-  perform auth._send_otp(uid, 'magiclink', addr, s);
-  perform auth._audit('user_otp_requested', uid, '{"provider": "email"}');
+  perform auth._send_or_decoy(uid, 'magiclink', addr, s, 'user_otp_requested', '{"provider": "email"}');
   return '{}'::jsonb;
 end
 $$;
@@ -535,15 +596,14 @@ begin
      where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null
        and x.email_confirmed_at is null;
   else
-    select x.id into uid from auth.users x
-     where x.email_change = addr and x.deleted_at is null
-       and exists (select from auth.one_time_tokens o
-                    where o.user_id = x.id and o.token_type = 'email_change_token_new' and o.relates_to = addr);
+    -- Through the pending token (indexed by address), not a scan of users.email_change.
+    select x.id into uid from auth.one_time_tokens o join auth.users x on x.id = o.user_id
+     where o.relates_to = addr and o.token_type = 'email_change_token_new'
+       and x.email_change = addr and x.deleted_at is null;
   end if;
-  if uid is not null then
-    perform auth._send_otp(uid, type, addr, s);
-    perform auth._audit('user_confirmation_requested', uid, pg_catalog.jsonb_build_object('type', type));
-  end if;
+  -- The same answer, in the same time, when there is nothing to send.
+  perform auth._send_or_decoy(uid, type, addr, s, 'user_confirmation_requested',
+                              pg_catalog.jsonb_build_object('type', type));
   return '{}'::jsonb;
 end
 $$;

@@ -145,7 +145,9 @@ def test_sign_in_records_user_agent_and_ip_from_request_headers():
     with api() as c:
         c.execute(
             "select set_config('role', 'anon', true), set_config('request.headers', %s, true)",
-            (json.dumps({"user-agent": "Mozilla/5.0 test", "x-forwarded-for": "203.0.113.7, 10.0.0.1"}),),
+            # The client wrote the first entry; the proxy in front (auth.trusted_proxies = 1)
+            # appended the address it saw, which is the one recorded.
+            (json.dumps({"user-agent": "Mozilla/5.0 test", "x-forwarded-for": "198.51.100.66, 203.0.113.7"}),),
         )
         s = call(c, "select auth.sign_in(%s, %s)", email, "correct horse battery")
         c.commit()

@@ -154,8 +154,12 @@ def test_tokens_signed_elsewhere_verify_after_registering_the_issuer(issuer, alg
         claims = one(c, "select auth.verify_jwt(%s)", token)
         assert claims["sub"] == body["sub"] and claims["role"] == "keys_editor"
         c.execute("select auth.authenticate(%s)", (token,))
-        row = c.execute("select current_user as who, auth.uid()::text as uid, auth.role() as role").fetchone()
-        assert row == {"who": "keys_editor", "uid": body["sub"], "role": "keys_editor"}
+        # Its subject is the issuer's, not a local user's: auth.uid() is NULL and the
+        # subject is read from auth.jwt().
+        row = c.execute(
+            "select current_user as who, auth.uid()::text as uid, auth.jwt() ->> 'sub' as sub, auth.role() as role"
+        ).fetchone()
+        assert row == {"who": "keys_editor", "uid": None, "sub": body["sub"], "role": "keys_editor"}
         c.rollback()
         plain, _ = outside_token(iss, keys, alg)
         assert one(c, "select auth.verify_jwt(%s) ->> 'role'", plain) == "authenticated"

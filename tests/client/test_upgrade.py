@@ -56,7 +56,7 @@ def fingerprint(db):
     return sorted(line.split(" ", 3)[-1] if line.startswith("comment ") else line for line in text.split("\n"))
 
 
-@pytest.mark.parametrize("old", ["0.1.0", "0.2.0", "0.3.0"])
+@pytest.mark.parametrize("old", ["0.1.0", "0.2.0", "0.3.0", "0.4.0"])
 def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_install(old):
     fresh(OLD, old)
     with admin(OLD) as c:
@@ -66,9 +66,23 @@ def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_ins
             c.execute("select auth.sign_up(%s, %s) as s", (f"up{i}@example.io", f"upgrade-password-{i}")).fetchone()["s"]
             for i in range(3)
         ]
+    pending = None
+    if old == "0.4.0":
+        # A code sent before the update (stored as a plain SHA-256 then) still works after it.
+        with admin(OLD) as c:
+            c.execute("select auth.sign_in_with_otp('up1@example.io')")
+            pending = c.execute("select message -> 'email_data' ->> 'token' as t from auth.email_outbox "
+                                "order by id desc limit 1").fetchone()["t"]
     with admin(OLD) as c:
         c.execute("alter extension auth_ext update")
-        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.4.0"
+        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.5.0"
+    if pending:
+        with admin(OLD) as c:
+            row = c.execute("select o.code_hash <> encode(sha256(convert_to(o.id::text || ':' || %s, 'UTF8')), 'hex') as keyed "
+                            "from auth.one_time_tokens o", (pending,)).fetchone()
+            assert row["keyed"], "the stored code is a keyed hash after the update"
+            s = c.execute("select auth.verify_otp('up1@example.io', %s, 'email') as s", (pending,)).fetchone()["s"]
+            assert s["user"]["email"] == "up1@example.io"
     with admin(OLD) as c:
         for i, s in enumerate(sessions):
             assert c.execute("select auth.sign_in(%s, %s) as s", (f"up{i}@example.io", f"upgrade-password-{i}")).fetchone()["s"]
@@ -94,7 +108,8 @@ def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_ins
         # 0.4.0's account flows on a user from before the update: recovery through the
         # outbox, then the new password.
         c.execute("select auth.recover('up2@example.io')")
-        link = c.execute("select message -> 'email_data' ->> 'token_hash' as t from auth.email_outbox").fetchone()["t"]
+        link = c.execute("select message -> 'email_data' ->> 'token_hash' as t from auth.email_outbox "
+                         "where recipient = 'up2@example.io' order by id desc limit 1").fetchone()["t"]
         s = c.execute("select auth.verify_otp(null, %s, 'recovery') as s", (link,)).fetchone()["s"]
         c.execute("select set_config('request.jwt.claims', auth.verify_jwt(%s)::text, false)", (s["access_token"],))
         c.execute("""select auth.update_user('{"password": "upgraded-password-2"}')""")

@@ -1,0 +1,244 @@
+"""The brute-force lockout under attack: floods of parallel guesses at one account, guesses
+from transactions holding old snapshots, and guesses while no background worker can write
+the failures down. However the guesses arrive, at most the threshold of them are checked;
+an attempt that cannot be counted is refused, not checked; other accounts keep signing
+in; and the extension never runs more background workers than auth.autonomous_workers.
+
+Needs max_connections above 120 (scripts/test.sh starts the cluster with 200)."""
+
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import DB, admin, api
+
+PASSWORD = "the-right-password-1"
+
+
+def sign_up(email):
+    with admin() as c:
+        c.execute("select auth.sign_up(%s, %s)", (email, PASSWORD))
+
+
+def settings(**values):
+    """Database-level settings for the connections opened afterwards."""
+    with admin() as c:
+        for k, v in values.items():
+            if v is None:
+                c.execute(f"alter database {DB} reset auth.{k}")
+            else:
+                c.execute(f"alter database {DB} set auth.{k} = '{v}'")
+
+
+@pytest.fixture(autouse=True)
+def clean():
+    with admin() as c:
+        c.execute("delete from auth.sign_in_failures")
+    yield
+    settings(lockout_max_failures=None, lockout_ip_max_failures=None)
+    with admin() as c:
+        c.execute("delete from auth.sign_in_failures")
+
+
+def attempt(conn, email, password, sql="select auth.sign_in(%s, %s)"):
+    """One PostgREST-style request; its SQLSTATE, or 'ok'."""
+    try:
+        conn.execute("set local role anon")
+        conn.execute(sql, (email, password))
+        conn.commit()
+        return "ok"
+    except psycopg.Error as e:
+        conn.rollback()
+        return e.sqlstate
+
+
+def flood(n, email, guess, sql="select auth.sign_in(%s, %s)", during=None):
+    """n connections fire one guess each at the same moment; `during` runs meanwhile."""
+    conns = [api() for _ in range(n)]
+    barrier = threading.Barrier(n + 1)
+    results = [None] * n
+
+    def one(i):
+        barrier.wait()
+        results[i] = attempt(conns[i], email, guess(i), sql)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    side = during() if during else None
+    barrier.wait()
+    for t in threads:
+        t.join(timeout=120)
+    if side:
+        side.join(timeout=120)
+    for c in conns:
+        c.close()
+    return results
+
+
+class Sampler(threading.Thread):
+    """Meanwhile: how many of our background workers run at once, at most."""
+
+    def __init__(self):
+        super().__init__()
+        self.most, self.stop = 0, threading.Event()
+
+    def run(self):
+        with admin() as c:
+            while not self.stop.is_set():
+                n = c.execute("select count(*) as n from pg_stat_activity where backend_type = 'auth_ext'").fetchone()["n"]
+                self.most = max(self.most, n)
+                time.sleep(0.002)
+
+
+def test_120_parallel_wrong_passwords_check_at_most_the_threshold():
+    victim, bystander = f"flood-{uuid.uuid4().hex[:8]}@example.io", f"by-{uuid.uuid4().hex[:8]}@example.io"
+    sign_up(victim)
+    sign_up(bystander)
+    settings(lockout_max_failures=10, lockout_ip_max_failures=0)
+    sampler, others = Sampler(), []
+
+    def bystanders():
+        # Another account signs in while the flood runs.
+        def run():
+            with api() as c:
+                for _ in range(5):
+                    others.append(attempt(c, bystander, PASSWORD))
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    sampler.start()
+    try:
+        results = flood(120, victim, lambda i: f"wrong-password-{i}", during=bystanders)
+    finally:
+        sampler.stop.set()
+        sampler.join()
+    checked = results.count("28P01")  # invalid_credentials: the password was checked
+    assert checked <= 10, f"{checked} guesses were checked"
+    assert checked >= 1
+    assert set(results) <= {"28P01", "53400"}, results
+    assert results.count("53400") == 120 - checked
+    # Now locked, even for the right password; the bystander was never refused.
+    with api() as c:
+        assert attempt(c, victim, PASSWORD) == "53400"
+    assert others == ["ok"] * 5, others
+    with admin() as c:
+        logged = c.execute(
+            "select count(*) as n from auth.audit_log_entries where payload ->> 'action' = 'login_failed' "
+            "and payload ->> 'actor_username' = %s", (victim,)).fetchone()["n"]
+        written = c.execute("select failures from auth.sign_in_failures where key = %s",
+                            ("email:" + victim,)).fetchone()["failures"]
+        c.execute("load 'auth_ext'")  # defines the setting in this session
+        limit = c.execute("show auth.autonomous_workers").fetchone()["auth.autonomous_workers"]
+    assert logged == checked and written == checked
+    assert sampler.most <= int(limit), f"{sampler.most} workers at once (limit {limit})"
+
+
+def test_120_parallel_wrong_codes_check_at_most_the_threshold():
+    victim = f"codes-{uuid.uuid4().hex[:8]}@example.io"
+    sign_up(victim)
+    settings(lockout_max_failures=10, lockout_ip_max_failures=0)
+    with api() as c:
+        assert attempt(c, victim, None, "select auth.sign_in_with_otp(%s, false, %s)") == "ok"
+    with admin() as c:
+        code = c.execute("select message -> 'email_data' ->> 'token' as t from auth.email_outbox "
+                         "where recipient = %s order by id desc limit 1", (victim,)).fetchone()["t"]
+    wrong = [f"{(int(code) + 1 + i) % 1000000:06d}" for i in range(120)]
+    results = flood(120, victim, lambda i: wrong[i], "select auth.verify_otp(%s, %s, 'email')")
+    checked = results.count("28000")  # otp_expired: the code was looked at
+    assert 1 <= checked <= 10, f"{checked} codes were checked"
+    assert results.count("53400") == 120 - checked
+    with api() as c:
+        assert attempt(c, victim, code, "select auth.verify_otp(%s, %s, 'email')") == "53400"
+
+
+def test_old_snapshots_hide_no_failure():
+    """Repeatable-read transactions that took their snapshot before any failure was
+    written still see every failure: the count is read through a fresh snapshot."""
+    victim = f"snap-{uuid.uuid4().hex[:8]}@example.io"
+    sign_up(victim)
+    settings(lockout_max_failures=3, lockout_ip_max_failures=0)
+    conns = [api() for _ in range(10)]
+    for c in conns:
+        c.execute("begin isolation level repeatable read")
+        c.execute("select 1")  # the snapshot is taken now
+    results = []
+    for i, c in enumerate(conns):
+        results.append(attempt(c, victim, f"wrong-{i}"))
+        c.close()
+    assert results.count("28P01") == 3, results
+    assert results[3:] == ["53400"] * 7
+
+
+def test_a_guess_cut_short_gives_its_place_back():
+    """An attempt that ends before its check finished (an error, a cancel, a rolled-back
+    savepoint) leaves no count behind; nor does one left open at commit."""
+    victim = f"cut-{uuid.uuid4().hex[:8]}@example.io"
+    sign_up(victim)
+    settings(lockout_max_failures=3, lockout_ip_max_failures=0)
+    with admin() as c:
+        for _ in range(10):
+            c.execute("begin")
+            c.execute("select auth._attempt_begin(%s)", (victim,))
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                c.execute("select 1 / 0")
+            c.execute("rollback")
+        for _ in range(10):
+            c.execute("begin")
+            c.execute("savepoint s")
+            c.execute("select auth._attempt_begin(%s)", (victim,))
+            c.execute("rollback to savepoint s")
+            c.execute("commit")
+        for _ in range(10):
+            c.execute("begin")
+            c.execute("select auth._attempt_begin(%s)", (victim,))
+            c.execute("commit")
+    with api() as c:
+        assert attempt(c, victim, PASSWORD) == "ok"
+
+
+def test_an_attempt_that_cannot_be_written_down_is_refused_not_checked():
+    """With the only worker place taken (a worker stuck behind a row lock), failures are
+    kept in shared memory: the threshold still holds, and nothing is checked past it."""
+    blocker, victim = f"blk-{uuid.uuid4().hex[:8]}@example.io", f"nowk-{uuid.uuid4().hex[:8]}@example.io"
+    sign_up(blocker)
+    sign_up(victim)
+    settings(lockout_max_failures=3, lockout_ip_max_failures=0)
+    with admin() as c:
+        c.execute("load 'auth_ext'")
+        c.execute("alter system set auth.autonomous_workers = 1")
+        c.execute("select pg_reload_conf()")
+    time.sleep(0.5)
+    hold = admin()
+    hold.autocommit = False
+    try:
+        # An uncommitted row for the blocker's counter: the worker writing the blocker's
+        # failure waits on it, holding the one place.
+        hold.execute("insert into auth.sign_in_failures values (%s, now(), 0)", ("email:" + blocker,))
+        stuck = threading.Thread(target=lambda: attempt(api(), blocker, "wrong-blocker"))
+        stuck.start()
+        time.sleep(0.5)
+        results = []
+        with api() as c:
+            for i in range(4):
+                t = time.perf_counter()
+                results.append((attempt(c, victim, f"wrong-{i}"), time.perf_counter() - t))
+            right = attempt(c, victim, PASSWORD)
+        assert [r for r, _ in results] == ["28P01", "28P01", "28P01", "53400"], results
+        assert right == "53400"
+        with admin() as c:
+            written = c.execute("select count(*) as n from auth.sign_in_failures where key = %s",
+                                ("email:" + victim,)).fetchone()["n"]
+        assert written == 0, "no failure of the victim could be written down"
+    finally:
+        hold.rollback()
+        hold.close()
+        stuck.join(timeout=30)
+        with admin() as c:
+            c.execute("load 'auth_ext'")
+            c.execute("alter system reset auth.autonomous_workers")
+            c.execute("select pg_reload_conf()")
