@@ -19,3 +19,7 @@ for w in sign_in refresh request; do
     printf '%-10s %8s %10.0f %14s%s\n' "$w" "$c" "$tps" "$lat" "${failed:+  (failed: $failed)}"
   done
 done
+echo "== 6. The lockout under a flood (bench/lockout.py)"
+.venv/bin/python bench/lockout.py
+echo "== 7. Known and unknown addresses (bench/timing.py)"
+.venv/bin/python bench/timing.py

@@ -12,4 +12,4 @@ log=$(mktemp)
 if ! cargo pgrx install --release --pg-config "$PG_CONFIG" >"$log" 2>&1; then cat "$log"; exit 1; fi
 rm -f "$log"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}')"
-pg_virtualenv -t -v 15 bash bench/in-cluster.sh
+pg_virtualenv -t -v 15 -o 'max_connections=200' bash bench/in-cluster.sh

@@ -140,6 +140,11 @@ begin
   if pg_catalog.pg_has_role(r.oid, owner, 'MEMBER') then
     return 'is, or is a member of, the owner of the auth tables';
   end if;
+  -- Members of these read or write every table, even when they do not inherit (a role that
+  -- can SET ROLE to one of them has it all).
+  if pg_catalog.pg_has_role(r.oid, 'pg_read_all_data', 'MEMBER') or pg_catalog.pg_has_role(r.oid, 'pg_write_all_data', 'MEMBER') then
+    return 'is a member of pg_read_all_data or pg_write_all_data';
+  end if;
   select c.oid::pg_catalog.regclass::pg_catalog.text into rel
     from pg_catalog.pg_class c
    where c.relnamespace = 'auth'::pg_catalog.regnamespace

@@ -312,9 +312,9 @@ comment on function auth.set_jwt_secret(text) is
 
 -- Why a role may not be the role of a third party's token, nor run hooks: NULL when it
 -- may. Refused: roles that bypass row level security or are superusers; roles that are,
--- or are members of, the extension owner; roles with any privilege on a table or sequence
--- of the auth schema (directly, by inheritance, or through pg_read_all_data and the
--- like); and CREATEROLE roles, which can grant themselves such memberships.
+-- or are members of, the extension owner, pg_read_all_data or pg_write_all_data; roles
+-- with any privilege on a table or sequence of the auth schema (directly or by
+-- inheritance); and CREATEROLE roles, which can grant themselves such memberships.
 create function auth._role_refusal(role_name text) returns text
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
@@ -340,6 +340,11 @@ begin
   end if;
   if pg_catalog.pg_has_role(r.oid, owner, 'MEMBER') then
     return 'is, or is a member of, the owner of the auth tables';
+  end if;
+  -- Members of these read or write every table, even when they do not inherit (a role that
+  -- can SET ROLE to one of them has it all).
+  if pg_catalog.pg_has_role(r.oid, 'pg_read_all_data', 'MEMBER') or pg_catalog.pg_has_role(r.oid, 'pg_write_all_data', 'MEMBER') then
+    return 'is a member of pg_read_all_data or pg_write_all_data';
   end if;
   select c.oid::pg_catalog.regclass::pg_catalog.text into rel
     from pg_catalog.pg_class c
