@@ -140,10 +140,32 @@ begin
   if pg_catalog.pg_has_role(r.oid, owner, 'MEMBER') then
     return 'is, or is a member of, the owner of the auth tables';
   end if;
-  -- Members of these read or write every table, even when they do not inherit (a role that
-  -- can SET ROLE to one of them has it all).
-  if pg_catalog.pg_has_role(r.oid, 'pg_read_all_data', 'MEMBER') or pg_catalog.pg_has_role(r.oid, 'pg_write_all_data', 'MEMBER') then
-    return 'is a member of pg_read_all_data or pg_write_all_data';
+  -- Members of these read or write every table or the server's files (the keys are in
+  -- them), even when they do not inherit: membership is what a SET ROLE needs.
+  select a.rolname into rel from pg_catalog.pg_roles a
+   where a.rolname in ('pg_read_all_data', 'pg_write_all_data', 'pg_read_server_files',
+                       'pg_write_server_files', 'pg_execute_server_program')
+     and pg_catalog.pg_has_role(r.oid, a.oid, 'MEMBER')
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('is a member of %s', rel);
+  end if;
+  -- Likewise of a role that is any of the above.
+  select a.rolname into rel from pg_catalog.pg_roles a
+   where a.oid <> r.oid and (a.rolsuper or a.rolbypassrls or a.rolcreaterole)
+     and pg_catalog.pg_has_role(r.oid, a.oid, 'MEMBER')
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('is a member of %s, a superuser, BYPASSRLS or CREATEROLE role', rel);
+  end if;
+  -- And a role that may call what signed-in users may not (the admin API, key management).
+  select p.oid::pg_catalog.regprocedure::pg_catalog.text into rel from pg_catalog.pg_proc p
+   where p.pronamespace = 'auth'::pg_catalog.regnamespace
+     and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
+     and not pg_catalog.has_function_privilege('authenticated', p.oid, 'EXECUTE')
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('may execute %s', rel);
   end if;
   select c.oid::pg_catalog.regclass::pg_catalog.text into rel
     from pg_catalog.pg_class c
@@ -235,6 +257,39 @@ begin
   raise exception using errcode = 'AUXDC';
 exception when sqlstate 'AUXDC' then
   null;
+end
+$$;
+
+create function auth._users_metadata_storable() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (tg_op = 'INSERT' or new.raw_user_meta_data is distinct from old.raw_user_meta_data)
+     and not auth._storable_json(new.raw_user_meta_data::text) then
+    raise exception 'validation_failed: raw_user_meta_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
+      using errcode = 'check_violation', constraint = 'users_raw_user_meta_data_storable';
+  end if;
+  if (tg_op = 'INSERT' or new.raw_app_meta_data is distinct from old.raw_app_meta_data)
+     and not auth._storable_json(new.raw_app_meta_data::text) then
+    raise exception 'validation_failed: raw_app_meta_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
+      using errcode = 'check_violation', constraint = 'users_raw_app_meta_data_storable';
+  end if;
+  return new;
+end
+$$;
+
+create function auth._identities_data_storable() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (tg_op = 'INSERT' or new.identity_data is distinct from old.identity_data)
+     and not auth._storable_json(new.identity_data::text) then
+    raise exception 'validation_failed: identity_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
+      using errcode = 'check_violation', constraint = 'identities_identity_data_storable';
+  end if;
+  return new;
 end
 $$;
 
@@ -856,30 +911,26 @@ insert into auth.secret_keys (purpose, secret) values ('otp', auth._random_secre
 update auth.one_time_tokens
    set token_hash = auth._keyed_hash(token_hash), code_hash = auth._keyed_hash(code_hash);
 
--- Stored JSON must stay readable by later calls. Rows written before this version are
--- checked too; if some cannot be (numbers out of a double's range, nesting deeper than 64
--- levels), the constraint holds for new writes only and a warning names what to repair.
-alter table auth.users
-  add constraint users_raw_user_meta_data_storable check (auth._storable_json(raw_user_meta_data::text)) not valid,
-  add constraint users_raw_app_meta_data_storable check (auth._storable_json(raw_app_meta_data::text)) not valid;
-alter table auth.identities
-  add constraint identities_identity_data_storable check (auth._storable_json(identity_data::text)) not valid;
+-- Stored JSON must stay readable by later calls: new writes are checked by triggers. Rows
+-- written before this version are left as they are (their users can still sign in to
+-- see a clear error, and be repaired); a warning says how many there are.
+create trigger users_metadata_storable
+  before insert or update of raw_user_meta_data, raw_app_meta_data on auth.users
+  for each row execute function auth._users_metadata_storable();
+create trigger identities_data_storable
+  before insert or update of identity_data on auth.identities
+  for each row execute function auth._identities_data_storable();
 do $$
 declare
-  c record;
+  n bigint;
 begin
-  for c in select x.conrelid::pg_catalog.regclass::pg_catalog.text as rel, x.conname::pg_catalog.text as name
-             from pg_catalog.pg_constraint x
-            where x.connamespace = 'auth'::pg_catalog.regnamespace
-              and x.conname in ('users_raw_user_meta_data_storable', 'users_raw_app_meta_data_storable',
-                                'identities_identity_data_storable') loop
-    begin
-      execute pg_catalog.format('alter table %s validate constraint %I', c.rel, c.name);
-    exception when check_violation then
-      raise warning 'auth_ext: % holds rows that later calls cannot use (numbers beyond a double''s range or nesting deeper than 64 levels); constraint % checks new writes only', c.rel, c.name
-        using hint = pg_catalog.format('Repair them (auth.admin_update_user), then: alter table %s validate constraint %I', c.rel, c.name);
-    end;
-  end loop;
+  select pg_catalog.count(*) into n from auth.users u
+   where not auth._storable_json(u.raw_user_meta_data::text) or not auth._storable_json(u.raw_app_meta_data::text)
+      or exists (select from auth.identities i where i.user_id = u.id and not auth._storable_json(i.identity_data::text));
+  if n > 0 then
+    raise warning 'auth_ext: % users hold metadata or identity data that later calls cannot use (numbers beyond a double''s range or nesting deeper than 64 levels)', n
+      using hint = 'Their sign-ins fail with unexpected_failure (22000) until an administrator repairs the data (auth.admin_update_user).';
+  end if;
 end
 $$;
 
@@ -899,5 +950,5 @@ revoke all on function auth._attempt_begin(text), auth._attempt_failed(text, uui
   auth._set_password(uuid, text), auth._storable_json(text), auth._third_party_issuer(),
   auth._sha256_hex(text), auth._role_refusal(text), auth._require_local_claims(),
   auth._secret_keys_before_insert(), auth._send_or_decoy(uuid, text, text, jsonb, text, jsonb),
-  auth._creation_decoy()
+  auth._creation_decoy(), auth._users_metadata_storable(), auth._identities_data_storable()
   from public;

@@ -311,10 +311,11 @@ comment on function auth.set_jwt_secret(text) is
   'Replace the HS256 signing secret (at least 32 characters). Owner or superuser only.';
 
 -- Why a role may not be the role of a third party's token, nor run hooks: NULL when it
--- may. Refused: roles that bypass row level security or are superusers; roles that are,
--- or are members of, the extension owner, pg_read_all_data or pg_write_all_data; roles
--- with any privilege on a table or sequence of the auth schema (directly or by
--- inheritance); and CREATEROLE roles, which can grant themselves such memberships.
+-- may. Refused: superusers, BYPASSRLS roles, and CREATEROLE roles (which can grant
+-- themselves memberships); roles that are members of the extension owner, of a role that
+-- reads all data or the server's files, or of any role refused for the first reasons;
+-- roles with any privilege on a table or sequence of the auth schema (directly or by
+-- inheritance); and roles that may execute an auth function signed-in users may not.
 create function auth._role_refusal(role_name text) returns text
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
@@ -341,10 +342,32 @@ begin
   if pg_catalog.pg_has_role(r.oid, owner, 'MEMBER') then
     return 'is, or is a member of, the owner of the auth tables';
   end if;
-  -- Members of these read or write every table, even when they do not inherit (a role that
-  -- can SET ROLE to one of them has it all).
-  if pg_catalog.pg_has_role(r.oid, 'pg_read_all_data', 'MEMBER') or pg_catalog.pg_has_role(r.oid, 'pg_write_all_data', 'MEMBER') then
-    return 'is a member of pg_read_all_data or pg_write_all_data';
+  -- Members of these read or write every table or the server's files (the keys are in
+  -- them), even when they do not inherit: membership is what a SET ROLE needs.
+  select a.rolname into rel from pg_catalog.pg_roles a
+   where a.rolname in ('pg_read_all_data', 'pg_write_all_data', 'pg_read_server_files',
+                       'pg_write_server_files', 'pg_execute_server_program')
+     and pg_catalog.pg_has_role(r.oid, a.oid, 'MEMBER')
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('is a member of %s', rel);
+  end if;
+  -- Likewise of a role that is any of the above.
+  select a.rolname into rel from pg_catalog.pg_roles a
+   where a.oid <> r.oid and (a.rolsuper or a.rolbypassrls or a.rolcreaterole)
+     and pg_catalog.pg_has_role(r.oid, a.oid, 'MEMBER')
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('is a member of %s, a superuser, BYPASSRLS or CREATEROLE role', rel);
+  end if;
+  -- And a role that may call what signed-in users may not (the admin API, key management).
+  select p.oid::pg_catalog.regprocedure::pg_catalog.text into rel from pg_catalog.pg_proc p
+   where p.pronamespace = 'auth'::pg_catalog.regnamespace
+     and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
+     and not pg_catalog.has_function_privilege('authenticated', p.oid, 'EXECUTE')
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('may execute %s', rel);
   end if;
   select c.oid::pg_catalog.regclass::pg_catalog.text into rel
     from pg_catalog.pg_class c
@@ -608,12 +631,49 @@ comment on function auth.cleanup(integer) is
 -- Whatever writes them (the API, a trigger, an administrator's UPDATE), the JSON columns
 -- that later calls read back hold only what JSON clients can read: numbers a double can
 -- hold, at most 64 levels deep (src/metadata.rs). A row that broke this would make every
--- later sign-in of its user fail.
-alter table auth.users
-  add constraint users_raw_user_meta_data_storable check (auth._storable_json(raw_user_meta_data::text)),
-  add constraint users_raw_app_meta_data_storable check (auth._storable_json(raw_app_meta_data::text));
-alter table auth.identities
-  add constraint identities_identity_data_storable check (auth._storable_json(identity_data::text));
+-- later sign-in of its user fail. Triggers rather than CHECK constraints: they look at a
+-- value only when it is written, so a row stored before these rules can still be signed
+-- into (and repaired), where a constraint would refuse every later update of it.
+create function auth._users_metadata_storable() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (tg_op = 'INSERT' or new.raw_user_meta_data is distinct from old.raw_user_meta_data)
+     and not auth._storable_json(new.raw_user_meta_data::text) then
+    raise exception 'validation_failed: raw_user_meta_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
+      using errcode = 'check_violation', constraint = 'users_raw_user_meta_data_storable';
+  end if;
+  if (tg_op = 'INSERT' or new.raw_app_meta_data is distinct from old.raw_app_meta_data)
+     and not auth._storable_json(new.raw_app_meta_data::text) then
+    raise exception 'validation_failed: raw_app_meta_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
+      using errcode = 'check_violation', constraint = 'users_raw_app_meta_data_storable';
+  end if;
+  return new;
+end
+$$;
+
+create trigger users_metadata_storable
+  before insert or update of raw_user_meta_data, raw_app_meta_data on auth.users
+  for each row execute function auth._users_metadata_storable();
+
+create function auth._identities_data_storable() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (tg_op = 'INSERT' or new.identity_data is distinct from old.identity_data)
+     and not auth._storable_json(new.identity_data::text) then
+    raise exception 'validation_failed: identity_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
+      using errcode = 'check_violation', constraint = 'identities_identity_data_storable';
+  end if;
+  return new;
+end
+$$;
+
+create trigger identities_data_storable
+  before insert or update of identity_data on auth.identities
+  for each row execute function auth._identities_data_storable();
 
 -- Privileges. Nothing in auth is reachable by default; then each function is granted to
 -- the roles that need it. USAGE on the schema lets every role call auth.uid() & co in RLS.

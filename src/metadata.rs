@@ -2,8 +2,8 @@
 //! one validation every path that stores it applies, so that nothing stored can break a
 //! later call: a value is storable when JSON clients can read it back as it is (numbers
 //! within an IEEE double's range, as JavaScript and serde read them) and it is nested at
-//! most `MAX_DEPTH` deep. The API paths also bound its size; a CHECK constraint on the
-//! tables holds the first two rules for writes that bypass the API.
+//! most `MAX_DEPTH` deep. The API paths also bound its size; triggers on the tables hold
+//! the first two rules for writes that bypass the API.
 
 use crate::error::{AuthError, AuthResult, OrRaise};
 use pgrx::prelude::*;
@@ -31,9 +31,10 @@ fn depth(v: &Value) -> usize {
     deepest
 }
 
-/// Parse stored or storable JSON text, or say why it cannot be stored.
-pub fn parse_storable(raw: &str) -> Result<Value, String> {
-    let v = serde_json::from_str::<Value>(raw).map_err(|e| {
+/// Parse JSON text read back from the tables (a user object, whose metadata sits a few
+/// levels down): only what serde cannot represent is refused, saying why.
+pub fn parse_readable(raw: &str) -> Result<Value, String> {
+    serde_json::from_str::<Value>(raw).map_err(|e| {
         if e.to_string().contains("recursion limit") {
             format!("is nested more than {MAX_DEPTH} levels deep")
         } else if e.to_string().contains("number out of range") {
@@ -41,7 +42,13 @@ pub fn parse_storable(raw: &str) -> Result<Value, String> {
         } else {
             format!("is not valid JSON ({e})")
         }
-    })?;
+    })
+}
+
+/// Parse JSON text to be stored, or say why it cannot be: what [`parse_readable`] refuses,
+/// and nesting deeper than `MAX_DEPTH`.
+pub fn parse_storable(raw: &str) -> Result<Value, String> {
+    let v = parse_readable(raw)?;
     if depth(&v) > MAX_DEPTH {
         return Err(format!("is nested more than {MAX_DEPTH} levels deep"));
     }
@@ -79,7 +86,7 @@ fn _check_json(data: Option<&str>, what: &str, max_bytes: i32) {
     }
 }
 
-/// SQL, in the CHECK constraints of the metadata columns: can this value be stored?
+/// SQL, in the triggers of the metadata columns: can this value be stored?
 #[pg_extern(immutable, parallel_safe, strict)]
 fn _storable_json(data: &str) -> bool {
     parse_storable(data).is_ok()

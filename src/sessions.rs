@@ -38,9 +38,10 @@ pub fn user_json(user_id: pgrx::Uuid) -> AuthResult<Value> {
         &[user_id.into()],
     )?
     .ok_or_else(|| AuthError::Unexpected("user vanished while signing in".into()))?;
-    // The API stores only what parses here (src/metadata.rs) and the tables' CHECK
-    // constraints hold the rest; a row from before them is a clear error, not an internal one.
-    crate::metadata::parse_storable(&text).map_err(|why| {
+    // What is stored through the API or since 0.5.0 always parses (src/metadata.rs: at most
+    // 64 levels inside a metadata object, far from serde's 128 for the whole user object); a
+    // row written around the checks before them is a clear error, not an internal one.
+    crate::metadata::parse_readable(&text).map_err(|why| {
         AuthError::StoredData(format!(
             "the stored data of user {user_id} cannot be used: its metadata or identity data {why}"
         ))
