@@ -184,6 +184,30 @@ begin
 end
 $$;
 
+create function auth._decoy_user() returns uuid
+language sql volatile
+set search_path = pg_catalog, pg_temp
+begin atomic
+  insert into auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data,
+                          raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
+  values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated',
+          'authenticated', null, '', '{"provider": "email", "providers": ["email"]}', '{}', false,
+          pg_catalog.now(), pg_catalog.now(), false)
+  returning id;
+end;
+
+create function auth._require_storable(value jsonb, what text, constraint_name text) returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not auth._storable_json(value::text) then
+    raise exception 'validation_failed: % holds numbers beyond a double''s range or is nested more than 64 levels deep', what
+      using errcode = 'check_violation', constraint = constraint_name;
+  end if;
+end
+$$;
+
 create function auth._require_local_claims() returns void
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
@@ -223,11 +247,7 @@ begin
     return;
   end if;
   begin
-    insert into auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data,
-                            raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
-    values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated',
-            'authenticated', null, '', '{}', '{}', false, pg_catalog.now(), pg_catalog.now(), false)
-    returning id into decoy;
+    decoy := auth._decoy_user();
     perform auth._send_otp(decoy, action, address, s - 'hook');
     perform auth._audit(audit_action, decoy, traits);
     raise exception using errcode = 'AUXDC';
@@ -244,12 +264,7 @@ as $$
 declare
   decoy uuid;
 begin
-  insert into auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data,
-                          raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
-  values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated',
-          'authenticated', null, '', '{"provider": "email", "providers": ["email"]}', '{}', false,
-          pg_catalog.now(), pg_catalog.now(), false)
-  returning id into decoy;
+  decoy := auth._decoy_user();
   insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
   values (decoy::text, decoy, pg_catalog.jsonb_build_object('sub', decoy::text, 'email_verified', false,
           'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());
@@ -265,15 +280,11 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if (tg_op = 'INSERT' or new.raw_user_meta_data is distinct from old.raw_user_meta_data)
-     and not auth._storable_json(new.raw_user_meta_data::text) then
-    raise exception 'validation_failed: raw_user_meta_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
-      using errcode = 'check_violation', constraint = 'users_raw_user_meta_data_storable';
+  if tg_op = 'INSERT' or new.raw_user_meta_data is distinct from old.raw_user_meta_data then
+    perform auth._require_storable(new.raw_user_meta_data, 'raw_user_meta_data', 'users_raw_user_meta_data_storable');
   end if;
-  if (tg_op = 'INSERT' or new.raw_app_meta_data is distinct from old.raw_app_meta_data)
-     and not auth._storable_json(new.raw_app_meta_data::text) then
-    raise exception 'validation_failed: raw_app_meta_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
-      using errcode = 'check_violation', constraint = 'users_raw_app_meta_data_storable';
+  if tg_op = 'INSERT' or new.raw_app_meta_data is distinct from old.raw_app_meta_data then
+    perform auth._require_storable(new.raw_app_meta_data, 'raw_app_meta_data', 'users_raw_app_meta_data_storable');
   end if;
   return new;
 end
@@ -284,10 +295,8 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if (tg_op = 'INSERT' or new.identity_data is distinct from old.identity_data)
-     and not auth._storable_json(new.identity_data::text) then
-    raise exception 'validation_failed: identity_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
-      using errcode = 'check_violation', constraint = 'identities_identity_data_storable';
+  if tg_op = 'INSERT' or new.identity_data is distinct from old.identity_data then
+    perform auth._require_storable(new.identity_data, 'identity_data', 'identities_identity_data_storable');
   end if;
   return new;
 end
@@ -950,5 +959,6 @@ revoke all on function auth._attempt_begin(text), auth._attempt_failed(text, uui
   auth._set_password(uuid, text), auth._storable_json(text), auth._third_party_issuer(),
   auth._sha256_hex(text), auth._role_refusal(text), auth._require_local_claims(),
   auth._secret_keys_before_insert(), auth._send_or_decoy(uuid, text, text, jsonb, text, jsonb),
-  auth._creation_decoy(), auth._users_metadata_storable(), auth._identities_data_storable()
+  auth._creation_decoy(), auth._users_metadata_storable(), auth._identities_data_storable(),
+  auth._decoy_user(), auth._require_storable(jsonb, text, text)
   from public;

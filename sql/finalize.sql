@@ -634,20 +634,28 @@ comment on function auth.cleanup(integer) is
 -- later sign-in of its user fail. Triggers rather than CHECK constraints: they look at a
 -- value only when it is written, so a row stored before these rules can still be signed
 -- into (and repaired), where a constraint would refuse every later update of it.
+create function auth._require_storable(value jsonb, what text, constraint_name text) returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not auth._storable_json(value::text) then
+    raise exception 'validation_failed: % holds numbers beyond a double''s range or is nested more than 64 levels deep', what
+      using errcode = 'check_violation', constraint = constraint_name;
+  end if;
+end
+$$;
+
 create function auth._users_metadata_storable() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if (tg_op = 'INSERT' or new.raw_user_meta_data is distinct from old.raw_user_meta_data)
-     and not auth._storable_json(new.raw_user_meta_data::text) then
-    raise exception 'validation_failed: raw_user_meta_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
-      using errcode = 'check_violation', constraint = 'users_raw_user_meta_data_storable';
+  if tg_op = 'INSERT' or new.raw_user_meta_data is distinct from old.raw_user_meta_data then
+    perform auth._require_storable(new.raw_user_meta_data, 'raw_user_meta_data', 'users_raw_user_meta_data_storable');
   end if;
-  if (tg_op = 'INSERT' or new.raw_app_meta_data is distinct from old.raw_app_meta_data)
-     and not auth._storable_json(new.raw_app_meta_data::text) then
-    raise exception 'validation_failed: raw_app_meta_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
-      using errcode = 'check_violation', constraint = 'users_raw_app_meta_data_storable';
+  if tg_op = 'INSERT' or new.raw_app_meta_data is distinct from old.raw_app_meta_data then
+    perform auth._require_storable(new.raw_app_meta_data, 'raw_app_meta_data', 'users_raw_app_meta_data_storable');
   end if;
   return new;
 end
@@ -662,10 +670,8 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if (tg_op = 'INSERT' or new.identity_data is distinct from old.identity_data)
-     and not auth._storable_json(new.identity_data::text) then
-    raise exception 'validation_failed: identity_data holds numbers beyond a double''s range or is nested more than 64 levels deep'
-      using errcode = 'check_violation', constraint = 'identities_identity_data_storable';
+  if tg_op = 'INSERT' or new.identity_data is distinct from old.identity_data then
+    perform auth._require_storable(new.identity_data, 'identity_data', 'identities_identity_data_storable');
   end if;
   return new;
 end

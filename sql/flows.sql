@@ -255,6 +255,19 @@ $$;
 -- not tell whether the address has one. Nothing of the decoy remains and nothing is
 -- delivered (a send-email hook is not called for it, so a slow hook is the one difference
 -- left; see docs/security.md).
+-- A user that exists only until the subtransaction around the caller rolls back.
+create function auth._decoy_user() returns uuid
+language sql volatile
+set search_path = pg_catalog, pg_temp
+begin atomic
+  insert into auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data,
+                          raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
+  values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated',
+          'authenticated', null, '', '{"provider": "email", "providers": ["email"]}', '{}', false,
+          pg_catalog.now(), pg_catalog.now(), false)
+  returning id;
+end;
+
 create function auth._send_or_decoy(uid uuid, action text, address text, s jsonb,
                                     audit_action text, traits jsonb) returns void
 language plpgsql volatile
@@ -269,11 +282,7 @@ begin
     return;
   end if;
   begin
-    insert into auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data,
-                            raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
-    values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated',
-            'authenticated', null, '', '{}', '{}', false, pg_catalog.now(), pg_catalog.now(), false)
-    returning id into decoy;
+    decoy := auth._decoy_user();
     perform auth._send_otp(decoy, action, address, s - 'hook');
     perform auth._audit(audit_action, decoy, traits);
     raise exception using errcode = 'AUXDC';
@@ -293,12 +302,7 @@ as $$
 declare
   decoy uuid;
 begin
-  insert into auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data,
-                          raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
-  values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated',
-          'authenticated', null, '', '{"provider": "email", "providers": ["email"]}', '{}', false,
-          pg_catalog.now(), pg_catalog.now(), false)
-  returning id into decoy;
+  decoy := auth._decoy_user();
   insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
   values (decoy::text, decoy, pg_catalog.jsonb_build_object('sub', decoy::text, 'email_verified', false,
           'phone_verified', false), 'email', pg_catalog.now(), pg_catalog.now());

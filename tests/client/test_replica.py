@@ -38,7 +38,10 @@ def standby():
                 "-h", env.get("PGHOST", "localhost"), "-p", env.get("PGPORT", "5432"), "-U", "postgres",
                 "-D", data, "-R", "-X", "stream", "-c", "fast")
     port = free_port()
-    as_postgres("sh", "-c", f"printf \"listen_addresses = ''\\nhot_standby = on\\n\" > {data}/postgresql.conf && "
+    # A hot standby needs at least the primary's max_connections (the tests' cluster has 200).
+    with admin("postgres") as c:
+        conns = c.execute("show max_connections").fetchone()["max_connections"]
+    as_postgres("sh", "-c", f"printf \"listen_addresses = ''\\nhot_standby = on\\nmax_connections = {conns}\\n\" > {data}/postgresql.conf && "
                             f"printf 'local all all trust\\n' > {data}/pg_hba.conf")
     as_postgres(f"{bindir}/pg_ctl", "-D", data, "-o", f"-p {port} -k {root}", "-l", f"{root}/log", "start", "-w")
     try:
