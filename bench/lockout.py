@@ -112,7 +112,7 @@ def main():
     with connect() as c:
         c.execute(f"alter database {DB} reset auth.lockout_max_failures")
         c.execute(f"alter database {DB} reset auth.lockout_ip_max_failures")
-        written = c.execute("select failures from auth.sign_in_failures where key = %s",
+        written = c.execute("select count(*) from auth.sign_in_failures where key = %s",
                             ("email:" + victim,)).fetchone()[0]
 
     checked = sum(1 for s, _ in guesses if s == "28P01")

@@ -109,6 +109,18 @@ comment on table auth.secret_keys is 'auth_ext: HMAC keys of stored one-time cod
 select pg_catalog.pg_extension_config_dump('auth.secret_keys', '');
 revoke all on auth.secret_keys from public;
 
+-- The failure counters become one row per failure, counted over a sliding window: a
+-- failure is only ever inserted, so writing one never waits for a row lock another
+-- transaction holds (an attacker could hold one to keep the writers busy).
+alter table auth.sign_in_failures drop constraint sign_in_failures_pkey;
+alter table auth.sign_in_failures rename column window_start to failed_at;
+insert into auth.sign_in_failures (key, failed_at, failures)
+select f.key, f.failed_at, 1 from auth.sign_in_failures f, pg_catalog.generate_series(2, f.failures) n;
+alter table auth.sign_in_failures drop column failures;
+alter table auth.sign_in_failures alter column failed_at set default now();
+create index sign_in_failures_key_failed_at_idx on auth.sign_in_failures (key, failed_at);
+comment on table auth.sign_in_failures is 'auth_ext: failed sign-ins and code checks for the lockout, one row each. Owner only.';
+
 -- SQL functions new in this version.
 create function auth._sha256_hex(value text) returns text
 language sql immutable parallel safe
@@ -123,7 +135,7 @@ declare
   owner oid := (select c.relowner from pg_catalog.pg_class c where c.oid = 'auth.users'::pg_catalog.regclass);
   rel text;
 begin
-  select a.oid, a.rolsuper, a.rolbypassrls, a.rolcreaterole into r
+  select a.oid, a.rolsuper, a.rolbypassrls, a.rolcreaterole, a.rolreplication into r
     from pg_catalog.pg_roles a where a.rolname = role_name;
   if not found then
     return 'does not exist';
@@ -137,6 +149,9 @@ begin
   if r.rolcreaterole then
     return 'has CREATEROLE (it can grant itself other roles)';
   end if;
+  if r.rolreplication then
+    return 'has REPLICATION (a replication slot reads every change, keys included)';
+  end if;
   if pg_catalog.pg_has_role(r.oid, owner, 'MEMBER') then
     return 'is, or is a member of, the owner of the auth tables';
   end if;
@@ -144,7 +159,9 @@ begin
   -- them), even when they do not inherit: membership is what a SET ROLE needs.
   select a.rolname into rel from pg_catalog.pg_roles a
    where a.rolname in ('pg_read_all_data', 'pg_write_all_data', 'pg_read_server_files',
-                       'pg_write_server_files', 'pg_execute_server_program')
+                       'pg_write_server_files', 'pg_execute_server_program',
+                       -- statement texts and other sessions (sign-in calls, cancels)
+                       'pg_read_all_stats', 'pg_monitor', 'pg_signal_backend')
      and pg_catalog.pg_has_role(r.oid, a.oid, 'MEMBER')
    order by 1 limit 1;
   if rel is not null then
@@ -152,11 +169,14 @@ begin
   end if;
   -- Likewise of a role that is any of the above.
   select a.rolname into rel from pg_catalog.pg_roles a
-   where a.oid <> r.oid and (a.rolsuper or a.rolbypassrls or a.rolcreaterole)
+   where a.oid <> r.oid and (a.rolsuper or a.rolbypassrls or a.rolcreaterole or a.rolreplication)
      and pg_catalog.pg_has_role(r.oid, a.oid, 'MEMBER')
    order by 1 limit 1;
   if rel is not null then
-    return pg_catalog.format('is a member of %s, a superuser, BYPASSRLS or CREATEROLE role', rel);
+    return pg_catalog.format('is a member of %s, a superuser, BYPASSRLS, CREATEROLE or REPLICATION role', rel);
+  end if;
+  if pg_catalog.has_schema_privilege(r.oid, 'auth', 'CREATE') then
+    return 'may create objects in the auth schema';
   end if;
   -- And a role that may call what signed-in users may not (the admin API, key management).
   select p.oid::pg_catalog.regprocedure::pg_catalog.text into rel from pg_catalog.pg_proc p
@@ -254,6 +274,11 @@ begin
   exception when sqlstate 'AUXDC' then
     null;
   end;
+  -- The rollback took the decoy's NOTIFY with it; a listener on auth_email (any role may
+  -- LISTEN) must still hear one, with an id like a real message's (the sequence moved on).
+  if s ->> 'hook' is null then
+    perform pg_catalog.pg_notify('auth_email', pg_catalog.currval('auth.email_outbox_id_seq')::text);
+  end if;
 end
 $$;
 
@@ -453,14 +478,22 @@ begin
     end if;
     addr := auth._normalize_email(attributes ->> 'email');
     if addr is distinct from pg_catalog.lower(u.email) then
-      if exists (select from auth.users x
-                  where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.id <> u.id) then
+      s := auth._flow_settings(redirect_to);
+      perform auth._count_email_send(addr, s);
+      if not exists (select from auth.users x
+                      where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.id <> u.id) then
+        perform auth._send_otp(u.id, 'email_change', addr, s);
+      elsif (s ->> 'confirm')::boolean then
+        -- With confirmation on, a taken address is answered like a free one, as sign-up
+        -- answers it: the change is pending, but no message goes out (a decoy's work takes
+        -- the time of one), so it can never be confirmed.
+        delete from auth.one_time_tokens o where o.user_id = u.id and o.token_type = 'email_change_token_new';
+        update auth.users x set email_change = addr, email_change_sent_at = pg_catalog.now() where x.id = u.id;
+        perform auth._send_or_decoy(null, 'email_change', addr, s, 'user_modified', '{}');
+      else
         raise exception 'email_exists: A user with this email address has already been registered'
           using errcode = '23505';
       end if;
-      s := auth._flow_settings(redirect_to);
-      perform auth._count_email_send(addr, s);
-      perform auth._send_otp(u.id, 'email_change', addr, s);
       changed := changed || 'email'::text;
     end if;
   end if;
@@ -674,6 +707,7 @@ as $$
 declare
   s jsonb := auth._flow_settings(redirect_to);
   u auth.users;
+  decoy uuid;
 begin
   perform auth._count_email_send(address, s);
   select * into u from auth.users x
@@ -693,12 +727,21 @@ begin
   end if;
   -- A new sign-up sends a confirmation: so does a decoy here, in the same time.
   perform auth._send_or_decoy(null, 'signup', address, s, 'user_signedup', '{"provider": "email"}');
+  -- With an email identity like a new user's (GoTrue answers an empty list here, which
+  -- tells who has an account).
+  decoy := pg_catalog.gen_random_uuid();
   return pg_catalog.jsonb_build_object(
-    'id', pg_catalog.gen_random_uuid(), 'aud', 'authenticated', 'role', 'authenticated',
+    'id', decoy, 'aud', 'authenticated', 'role', 'authenticated',
     'email', address, 'email_confirmed_at', null, 'phone', '', 'phone_confirmed_at', null,
     'confirmation_sent_at', auth._iso(pg_catalog.now()), 'confirmed_at', null, 'last_sign_in_at', null,
     'app_metadata', '{"provider": "email", "providers": ["email"]}'::jsonb,
-    'user_metadata', metadata, 'identities', '[]'::jsonb,
+    'user_metadata', metadata,
+    'identities', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+      'identity_id', pg_catalog.gen_random_uuid(), 'id', decoy::text, 'user_id', decoy,
+      'identity_data', pg_catalog.jsonb_build_object('sub', decoy::text, 'email', address,
+                                                     'email_verified', false, 'phone_verified', false),
+      'provider', 'email', 'last_sign_in_at', auth._iso(pg_catalog.now()), 'created_at', auth._iso(pg_catalog.now()),
+      'updated_at', auth._iso(pg_catalog.now()), 'email', address)),
     'created_at', auth._iso(pg_catalog.now()), 'updated_at', auth._iso(pg_catalog.now()),
     'is_anonymous', false);
 end
@@ -905,6 +948,80 @@ begin
   return session;
 end
 $$;
+
+create or replace function auth._autonomous(job jsonb) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if job ? 'revoke_session' then
+    update auth.sessions
+       set not_after = pg_catalog.now(), updated_at = pg_catalog.now()
+     where id = (job ->> 'revoke_session')::uuid;
+    update auth.refresh_tokens
+       set revoked = true, updated_at = pg_catalog.now()
+     where session_id = (job ->> 'revoke_session')::uuid and not revoked;
+  end if;
+  if job ? 'count_failures' then
+    insert into auth.sign_in_failures (key, failed_at)
+    select k, pg_catalog.now()
+      from pg_catalog.jsonb_array_elements_text(job -> 'count_failures' -> 'keys') k;
+  end if;
+  if job ? 'audit' then
+    insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address)
+    values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(),
+            (job -> 'audit' -> 'payload')::pg_catalog.json, pg_catalog.now(),
+            coalesce(job -> 'audit' ->> 'ip', ''));
+  end if;
+end
+$$;
+
+create or replace function auth.cleanup(batch_size integer default 1000) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  n_sessions bigint;
+  n_tokens bigint;
+  n_otps bigint;
+  n_outbox bigint;
+begin
+  if batch_size is null or batch_size < 1 or batch_size > 100000 then
+    raise exception 'validation_failed: batch_size must be between 1 and 100000'
+      using errcode = '22023';
+  end if;
+  delete from auth.sessions d
+   where d.id in (select s.id from auth.sessions s
+                   where not auth._session_is_live(s.id)
+                   limit batch_size
+                   for update skip locked);
+  get diagnostics n_sessions = row_count;
+  delete from auth.refresh_tokens d
+   where d.id in (select t.id from auth.refresh_tokens t
+                   where t.revoked and t.updated_at < pg_catalog.now() - auth._seconds('auth.revoked_token_retention')
+                   limit batch_size
+                   for update skip locked);
+  get diagnostics n_tokens = row_count;
+  delete from auth.sign_in_failures f
+   where f.failed_at < pg_catalog.now() - auth._seconds('auth.lockout_window');
+  delete from auth.rate_limits r
+   where r.window_start < pg_catalog.now() - auth._seconds('auth.email_rate_window');
+  -- Expired one-time tokens, and outbox messages whose tokens have expired.
+  delete from auth.one_time_tokens d
+   where d.id in (select o.id from auth.one_time_tokens o where o.expires_at < pg_catalog.now()
+                   limit batch_size for update skip locked);
+  get diagnostics n_otps = row_count;
+  delete from auth.email_outbox d
+   where d.id in (select m.id from auth.email_outbox m
+                   where m.created_at < pg_catalog.now() - auth._seconds('auth.otp_expiry')
+                   limit batch_size for update skip locked);
+  get diagnostics n_outbox = row_count;
+  return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens,
+                            'one_time_tokens', n_otps, 'email_outbox', n_outbox);
+end
+$$;
+comment on function auth.cleanup(integer) is
+  'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens and outbox messages, in batches.';
 
 create trigger secret_keys_before_insert
   before insert on auth.secret_keys

@@ -163,15 +163,17 @@ create table auth.audit_log_entries (
 comment on table auth.audit_log_entries is 'Auth: Audit trail for user actions.';
 create index audit_logs_instance_id_idx on auth.audit_log_entries (instance_id);
 
--- Failed sign-ins per account ('email:<address>') and per client IP ('ip:<address>'),
--- counted in fixed windows for the brute-force lockout. Written by autonomous
--- transactions (a failed sign-in raises, which would roll back an ordinary write).
+-- Failed sign-ins and code checks per account ('email:<address>') and per client address
+-- ('ip:<address>'), one row each, counted over a sliding window for the brute-force
+-- lockout. Written by autonomous transactions (a failed sign-in raises, which would roll
+-- back an ordinary write); only ever inserted or deleted, so writing a failure never
+-- waits for a row lock that another transaction holds.
 create table auth.sign_in_failures (
-  key text not null primary key,
-  window_start timestamptz not null,
-  failures integer not null
+  key text not null,
+  failed_at timestamptz not null default now()
 );
-comment on table auth.sign_in_failures is 'auth_ext: failed sign-in counters for the lockout. Owner only.';
+comment on table auth.sign_in_failures is 'auth_ext: failed sign-ins and code checks for the lockout, one row each. Owner only.';
+create index sign_in_failures_key_failed_at_idx on auth.sign_in_failures (key, failed_at);
 
 -- Key material. Readable by the extension owner alone; functions that need a key read it
 -- with the owner's rights from Rust (see src/keys.rs).

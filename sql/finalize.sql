@@ -311,11 +311,12 @@ comment on function auth.set_jwt_secret(text) is
   'Replace the HS256 signing secret (at least 32 characters). Owner or superuser only.';
 
 -- Why a role may not be the role of a third party's token, nor run hooks: NULL when it
--- may. Refused: superusers, BYPASSRLS roles, and CREATEROLE roles (which can grant
--- themselves memberships); roles that are members of the extension owner, of a role that
--- reads all data or the server's files, or of any role refused for the first reasons;
--- roles with any privilege on a table or sequence of the auth schema (directly or by
--- inheritance); and roles that may execute an auth function signed-in users may not.
+-- may. Refused: superusers, BYPASSRLS, CREATEROLE (which can grant itself memberships) and
+-- REPLICATION roles; members of the extension owner, of a role that reads all data, the
+-- server's files or other sessions' statements, or of any role refused for the first
+-- reasons; roles with CREATE on the auth schema or any privilege on a table or sequence of
+-- it (directly or by inheritance); and roles that may execute an auth function signed-in
+-- users may not.
 create function auth._role_refusal(role_name text) returns text
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
@@ -325,7 +326,7 @@ declare
   owner oid := (select c.relowner from pg_catalog.pg_class c where c.oid = 'auth.users'::pg_catalog.regclass);
   rel text;
 begin
-  select a.oid, a.rolsuper, a.rolbypassrls, a.rolcreaterole into r
+  select a.oid, a.rolsuper, a.rolbypassrls, a.rolcreaterole, a.rolreplication into r
     from pg_catalog.pg_roles a where a.rolname = role_name;
   if not found then
     return 'does not exist';
@@ -339,6 +340,9 @@ begin
   if r.rolcreaterole then
     return 'has CREATEROLE (it can grant itself other roles)';
   end if;
+  if r.rolreplication then
+    return 'has REPLICATION (a replication slot reads every change, keys included)';
+  end if;
   if pg_catalog.pg_has_role(r.oid, owner, 'MEMBER') then
     return 'is, or is a member of, the owner of the auth tables';
   end if;
@@ -346,7 +350,9 @@ begin
   -- them), even when they do not inherit: membership is what a SET ROLE needs.
   select a.rolname into rel from pg_catalog.pg_roles a
    where a.rolname in ('pg_read_all_data', 'pg_write_all_data', 'pg_read_server_files',
-                       'pg_write_server_files', 'pg_execute_server_program')
+                       'pg_write_server_files', 'pg_execute_server_program',
+                       -- statement texts and other sessions (sign-in calls, cancels)
+                       'pg_read_all_stats', 'pg_monitor', 'pg_signal_backend')
      and pg_catalog.pg_has_role(r.oid, a.oid, 'MEMBER')
    order by 1 limit 1;
   if rel is not null then
@@ -354,11 +360,14 @@ begin
   end if;
   -- Likewise of a role that is any of the above.
   select a.rolname into rel from pg_catalog.pg_roles a
-   where a.oid <> r.oid and (a.rolsuper or a.rolbypassrls or a.rolcreaterole)
+   where a.oid <> r.oid and (a.rolsuper or a.rolbypassrls or a.rolcreaterole or a.rolreplication)
      and pg_catalog.pg_has_role(r.oid, a.oid, 'MEMBER')
    order by 1 limit 1;
   if rel is not null then
-    return pg_catalog.format('is a member of %s, a superuser, BYPASSRLS or CREATEROLE role', rel);
+    return pg_catalog.format('is a member of %s, a superuser, BYPASSRLS, CREATEROLE or REPLICATION role', rel);
+  end if;
+  if pg_catalog.has_schema_privilege(r.oid, 'auth', 'CREATE') then
+    return 'may create objects in the auth schema';
   end if;
   -- And a role that may call what signed-in users may not (the admin API, key management).
   select p.oid::pg_catalog.regprocedure::pg_catalog.text into rel from pg_catalog.pg_proc p
@@ -520,14 +529,9 @@ begin
      where session_id = (job ->> 'revoke_session')::uuid and not revoked;
   end if;
   if job ? 'count_failures' then
-    insert into auth.sign_in_failures as f (key, window_start, failures)
-    select k, pg_catalog.now(), 1
-      from pg_catalog.jsonb_array_elements_text(job -> 'count_failures' -> 'keys') k
-    on conflict (key) do update
-       set failures = case when f.window_start > pg_catalog.now() - (job -> 'count_failures' ->> 'window')::pg_catalog.interval
-                           then f.failures + 1 else 1 end,
-           window_start = case when f.window_start > pg_catalog.now() - (job -> 'count_failures' ->> 'window')::pg_catalog.interval
-                               then f.window_start else pg_catalog.now() end;
+    insert into auth.sign_in_failures (key, failed_at)
+    select k, pg_catalog.now()
+      from pg_catalog.jsonb_array_elements_text(job -> 'count_failures' -> 'keys') k;
   end if;
   if job ? 'audit' then
     insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address)
@@ -608,7 +612,7 @@ begin
                    for update skip locked);
   get diagnostics n_tokens = row_count;
   delete from auth.sign_in_failures f
-   where f.window_start < pg_catalog.now() - auth._seconds('auth.lockout_window');
+   where f.failed_at < pg_catalog.now() - auth._seconds('auth.lockout_window');
   delete from auth.rate_limits r
    where r.window_start < pg_catalog.now() - auth._seconds('auth.email_rate_window');
   -- Expired one-time tokens, and outbox messages whose tokens have expired.

@@ -289,6 +289,11 @@ begin
   exception when sqlstate 'AUXDC' then
     null;
   end;
+  -- The rollback took the decoy's NOTIFY with it; a listener on auth_email (any role may
+  -- LISTEN) must still hear one, with an id like a real message's (the sequence moved on).
+  if s ->> 'hook' is null then
+    perform pg_catalog.pg_notify('auth_email', pg_catalog.currval('auth.email_outbox_id_seq')::text);
+  end if;
 end
 $$;
 
@@ -346,6 +351,7 @@ as $$
 declare
   s jsonb := auth._flow_settings(redirect_to);
   u auth.users;
+  decoy uuid;
 begin
   perform auth._count_email_send(address, s);
   select * into u from auth.users x
@@ -365,12 +371,21 @@ begin
   end if;
   -- A new sign-up sends a confirmation: so does a decoy here, in the same time.
   perform auth._send_or_decoy(null, 'signup', address, s, 'user_signedup', '{"provider": "email"}');
+  -- With an email identity like a new user's (GoTrue answers an empty list here, which
+  -- tells who has an account).
+  decoy := pg_catalog.gen_random_uuid();
   return pg_catalog.jsonb_build_object(
-    'id', pg_catalog.gen_random_uuid(), 'aud', 'authenticated', 'role', 'authenticated',
+    'id', decoy, 'aud', 'authenticated', 'role', 'authenticated',
     'email', address, 'email_confirmed_at', null, 'phone', '', 'phone_confirmed_at', null,
     'confirmation_sent_at', auth._iso(pg_catalog.now()), 'confirmed_at', null, 'last_sign_in_at', null,
     'app_metadata', '{"provider": "email", "providers": ["email"]}'::jsonb,
-    'user_metadata', metadata, 'identities', '[]'::jsonb,
+    'user_metadata', metadata,
+    'identities', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+      'identity_id', pg_catalog.gen_random_uuid(), 'id', decoy::text, 'user_id', decoy,
+      'identity_data', pg_catalog.jsonb_build_object('sub', decoy::text, 'email', address,
+                                                     'email_verified', false, 'phone_verified', false),
+      'provider', 'email', 'last_sign_in_at', auth._iso(pg_catalog.now()), 'created_at', auth._iso(pg_catalog.now()),
+      'updated_at', auth._iso(pg_catalog.now()), 'email', address)),
     'created_at', auth._iso(pg_catalog.now()), 'updated_at', auth._iso(pg_catalog.now()),
     'is_anonymous', false);
 end
@@ -491,14 +506,22 @@ begin
     end if;
     addr := auth._normalize_email(attributes ->> 'email');
     if addr is distinct from pg_catalog.lower(u.email) then
-      if exists (select from auth.users x
-                  where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.id <> u.id) then
+      s := auth._flow_settings(redirect_to);
+      perform auth._count_email_send(addr, s);
+      if not exists (select from auth.users x
+                      where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.id <> u.id) then
+        perform auth._send_otp(u.id, 'email_change', addr, s);
+      elsif (s ->> 'confirm')::boolean then
+        -- With confirmation on, a taken address is answered like a free one, as sign-up
+        -- answers it: the change is pending, but no message goes out (a decoy's work takes
+        -- the time of one), so it can never be confirmed.
+        delete from auth.one_time_tokens o where o.user_id = u.id and o.token_type = 'email_change_token_new';
+        update auth.users x set email_change = addr, email_change_sent_at = pg_catalog.now() where x.id = u.id;
+        perform auth._send_or_decoy(null, 'email_change', addr, s, 'user_modified', '{}');
+      else
         raise exception 'email_exists: A user with this email address has already been registered'
           using errcode = '23505';
       end if;
-      s := auth._flow_settings(redirect_to);
-      perform auth._count_email_send(addr, s);
-      perform auth._send_otp(u.id, 'email_change', addr, s);
       changed := changed || 'email'::text;
     end if;
   end if;

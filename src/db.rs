@@ -143,22 +143,23 @@ thread_local! {
     static RAW_PLANS: RefCell<HashMap<&'static str, usize>> = RefCell::new(HashMap::new());
 }
 
-/// The first row of a read-only query whose columns are all int4, read through a snapshot
-/// taken now (GetLatestSnapshot), not the statement's or the transaction's: what other
-/// sessions have committed up to this instant, even inside a repeatable-read transaction
-/// (the way Postgres' own foreign-key checks read). None for NULL columns; all None when
-/// there is no row.
-pub fn read_latest_ints(
+/// Run a read-only query through a snapshot taken now (GetLatestSnapshot), not the
+/// statement's or the transaction's: what other sessions have committed up to this
+/// instant, even inside a repeatable-read transaction (the way Postgres' own foreign-key
+/// checks read). Every row (up to `max_rows`, 0 for all) is read by `row` before the
+/// connection ends.
+fn read_latest<R>(
     query: &'static str,
     args: &[DatumWithOid],
-    columns: usize,
-) -> AuthResult<Vec<Option<i32>>> {
+    max_rows: i64,
+    mut row: impl FnMut(pg_sys::HeapTuple, pg_sys::TupleDesc) -> R,
+) -> AuthResult<Vec<R>> {
     let fail = |what: &str| AuthError::Unexpected(format!("internal query failed: {what}"));
     pinned(|| {
         Spi::connect(|_c| {
             // SAFETY: raw SPI inside Spi::connect: the plan is prepared under the pinned
             // path and kept; the arguments are the caller's datums with their types; the
-            // result is read before the connection ends. Errors raise as Postgres ERRORs.
+            // rows are read before the connection ends. Errors raise as Postgres ERRORs.
             unsafe {
                 let plan = match RAW_PLANS.with(|p| p.borrow().get(query).copied()) {
                     Some(plan) => plan as pg_sys::SPIPlanPtr,
@@ -196,48 +197,65 @@ pub fn read_latest_ints(
                     std::ptr::null_mut(),
                     true,
                     false,
-                    1,
+                    max_rows,
                 );
                 if rc != pg_sys::SPI_OK_SELECT as i32 {
                     return Err(fail("execute"));
                 }
                 let table = pg_sys::SPI_tuptable;
-                if table.is_null() || pg_sys::SPI_processed == 0 {
-                    return Ok(vec![None; columns]);
+                if table.is_null() {
+                    return Ok(Vec::new());
                 }
-                let tuple = *(*table).vals;
-                let desc = (*table).tupdesc;
-                let mut out = Vec::with_capacity(columns);
-                for col in 1..=columns as i32 {
-                    let mut isnull = false;
-                    let d = pg_sys::SPI_getbinval(tuple, desc, col, &mut isnull);
-                    out.push(i32::from_datum(d, isnull));
-                }
-                Ok(out)
+                let n = pg_sys::SPI_processed as usize;
+                Ok((0..n)
+                    .map(|i| row(*(*table).vals.add(i), (*table).tupdesc))
+                    .collect())
             }
         })
     })
 }
 
-/// Every column of every row of a read-only query, as text (for the small key tables).
-pub fn read_all_text(query: &'static str) -> AuthResult<Vec<Vec<Option<String>>>> {
-    pinned(|| {
-        Spi::connect(|c| {
-            with_plan(c, query, &[], false, |stmt| {
-                let table = c.select(stmt, None, &[])?;
-                let mut out = Vec::new();
-                for row in table {
-                    let mut cols = Vec::with_capacity(row.columns());
-                    for i in 1..=row.columns() {
-                        cols.push(row.get::<String>(i)?);
-                    }
-                    out.push(cols);
+/// The first row of a read-only query whose columns are all int4, read through a snapshot
+/// taken now (see [`read_latest`]). None for NULL columns; all None when there is no row.
+pub fn read_latest_ints(
+    query: &'static str,
+    args: &[DatumWithOid],
+    columns: usize,
+) -> AuthResult<Vec<Option<i32>>> {
+    let rows = read_latest(query, args, 1, |tuple, desc| {
+        (1..=columns as i32)
+            .map(|col| {
+                let mut isnull = false;
+                // SAFETY: a row of the result being read, a column within its width.
+                unsafe {
+                    let d = pg_sys::SPI_getbinval(tuple, desc, col, &mut isnull);
+                    i32::from_datum(d, isnull)
                 }
-                Ok(out)
             })
-        })
+            .collect::<Vec<_>>()
+    })?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| vec![None; columns]))
+}
+
+/// Every column of every row of a read-only query, as text, read through a snapshot taken
+/// now (see [`read_latest`]): the key tables, whose cache must never be older than an
+/// invalidation this backend has already seen.
+pub fn read_latest_text(query: &'static str) -> AuthResult<Vec<Vec<Option<String>>>> {
+    read_latest(query, &[], 0, |tuple, desc| {
+        // SAFETY: as above; the text is copied out before the connection ends.
+        unsafe {
+            (1..=(*desc).natts)
+                .map(|col| {
+                    let mut isnull = false;
+                    let d = pg_sys::SPI_getbinval(tuple, desc, col, &mut isnull);
+                    String::from_datum(d, isnull)
+                })
+                .collect()
+        }
     })
-    .map_err(AuthError::from)
 }
 
 fn first_row<T: Default>(r: SpiResult<T>) -> AuthResult<T> {

@@ -139,10 +139,11 @@ fn _otp_failed(email: Option<&str>, user_id: Option<pgrx::Uuid>, otp_type: &str)
     _attempt_failed(email, user_id, otp_type);
 }
 
-/// SQL: the client IP of the request (PostgREST's request.headers), if known.
+/// SQL: the client address of the request as the per-address limits count it (an IPv4
+/// address, an IPv6 /64), if known.
 #[pg_extern(volatile)]
 fn _client_ip() -> Option<String> {
-    request::current().ip.map(|ip| ip.to_string())
+    request::current().limit_key()
 }
 
 /// SQL: the claims of an ID token from a trusted issuer (its keys, audiences, exp), or

@@ -93,21 +93,48 @@ fn run_hook(hook: pg_sys::Oid, event: &str) -> AuthResult<Option<String>> {
         &[hook.into()],
     )?
     .ok_or_else(|| AuthError::Hook(format!("the hook function {} vanished", hook.to_u32())))?;
+    // The hook runs in the caller's session: the caller's temporary tables, views and types
+    // would be found before the hook's own unqualified names (a temporary table standing in
+    // for a hook's roles table injects claims into the tokens we sign). A session that has
+    // any runs no hook.
+    if db::read_one::<bool>(
+        "select pg_catalog.pg_my_temp_schema() operator(pg_catalog.<>) 0 \
+            and (exists (select from pg_catalog.pg_class c \
+                          where c.relnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema()) \
+                 or exists (select from pg_catalog.pg_type t \
+                             where t.typnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema()))",
+        &[],
+    )? == Some(true)
+    {
+        return Err(AuthError::InsufficientPrivilege(
+            "a hook cannot run in a session that has temporary tables or types: they would stand in for the hook's own names".into(),
+        ));
+    }
     let call = format!("select pg_catalog.to_jsonb({name}($1::pg_catalog.jsonb))::pg_catalog.text");
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_ctx: i32 = 0;
-    // SAFETY: the same switch a SECURITY DEFINER function makes, with SET ROLE forbidden
-    // inside it. An error in the hook aborts the caller's subtransaction (auth._call_hook
-    // runs it in one), which restores the previous user by itself.
-    unsafe {
+    // SAFETY: the switch a SECURITY DEFINER function makes, as a security-restricted
+    // operation (no SET ROLE, no temporary objects, no session state left behind), inside
+    // a GUC nesting level of its own that is thrown away afterwards: whatever the hook sets
+    // (a search_path, claims) never reaches the code that runs after it. An error in the
+    // hook aborts the caller's subtransaction (auth._call_hook runs it in one), which
+    // restores the user and the settings by itself.
+    let level = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
+        let level = pg_sys::NewGUCNestLevel();
         pg_sys::SetUserIdAndSecContext(
             role,
-            saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            saved_ctx
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
-    }
+        level
+    };
     let answer = db::read_dynamic_one::<String>(&call, &[event.into()]);
-    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx) };
+    unsafe {
+        pg_sys::AtEOXact_GUC(false, level);
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
+    }
     answer
 }
 

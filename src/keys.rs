@@ -88,6 +88,11 @@ pub struct Issuer {
 
 thread_local! {
     static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
+    /// Bumped by every invalidation of the key tables: a load that saw it change meanwhile
+    /// may have read what the invalidation replaced, and is done again.
+    static GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The oid of auth.signing_keys, which every key-table invalidation names.
+    static KEY_RELID: std::cell::Cell<pg_sys::Oid> = const { std::cell::Cell::new(pg_sys::InvalidOid) };
 }
 
 /// Registered once in _PG_init.
@@ -101,12 +106,15 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
     // InvalidOid means "every relation" (a cache reset after an overflow).
     CACHE.with(|c| {
         if let Ok(mut c) = c.try_borrow_mut() {
+            let ours = relid == pg_sys::InvalidOid || relid == KEY_RELID.with(|k| k.get());
             let stale = match &*c {
                 Some(cache) => relid == pg_sys::InvalidOid || relid == cache.relid,
-                None => false,
+                // While a load runs.
+                None => ours,
             };
             if stale {
                 *c = None;
+                GENERATION.with(|g| g.set(g.get() + 1));
             }
         }
     });
@@ -186,8 +194,9 @@ pub fn as_owner<R>(f: impl FnOnce() -> AuthResult<R>) -> AuthResult<R> {
 
 fn load() -> AuthResult<Cache> {
     let (relid, owner) = key_table()?;
+    KEY_RELID.with(|k| k.set(relid));
     let (keys, issuers, otp_key) = as_user(owner, || -> AuthResult<_> {
-        let keys = crate::db::read_all_text(
+        let keys = crate::db::read_latest_text(
             "select kid, algorithm, state, secret from auth.signing_keys order by created_at",
         )?;
         // A database still on a version before trusted issuers (the library is shared by
@@ -199,7 +208,7 @@ fn load() -> AuthResult<Cache> {
         if !has_issuers {
             return Ok((keys, Vec::new(), None));
         }
-        let issuers = crate::db::read_all_text(
+        let issuers = crate::db::read_latest_text(
             "select issuer, jwks::pg_catalog.text, pg_catalog.array_to_json(audiences)::pg_catalog.text, \
                     pg_catalog.array_to_json(role_claim)::pg_catalog.text, role_map::pg_catalog.text, default_role \
                from auth.trusted_issuers",
@@ -210,10 +219,12 @@ fn load() -> AuthResult<Cache> {
             &[],
         )? == Some(true);
         let otp_key = if has_secrets {
-            crate::db::read_one::<String>(
+            crate::db::read_latest_text(
                 "select k.secret from auth.secret_keys k where k.purpose = 'otp'",
-                &[],
             )?
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
         } else {
             None
         };
@@ -288,11 +299,28 @@ fn load() -> AuthResult<Cache> {
     Ok(cache)
 }
 
+/// The cache, loaded when missing. The load first takes in every invalidation sent so
+/// far, then reads the key tables through a snapshot taken after that, so it never holds
+/// what an invalidation this backend has seen replaced, whatever the transaction's own
+/// snapshot (a repeatable-read transaction's would be older); an invalidation that arrives
+/// during the load makes it start again.
 fn with_cache<R>(f: impl FnOnce(&Cache) -> AuthResult<R>) -> AuthResult<R> {
-    let cached = CACHE.with(|c| c.borrow().is_some());
-    if !cached {
+    // Bounded: under a storm of key changes the tenth load is kept (and dropped by the
+    // next invalidation like any other).
+    for attempt in 0..10 {
+        if CACHE.with(|c| c.borrow().is_some()) {
+            break;
+        }
+        let generation = GENERATION.with(|g| g.get());
+        // SAFETY: callable in any transaction; it runs the callbacks of pending messages.
+        unsafe { pg_sys::AcceptInvalidationMessages() };
+        if GENERATION.with(|g| g.get()) != generation {
+            continue;
+        }
         let fresh = load()?;
-        CACHE.with(|c| *c.borrow_mut() = Some(fresh));
+        if attempt == 9 || GENERATION.with(|g| g.get()) == generation {
+            CACHE.with(|c| *c.borrow_mut() = Some(fresh));
+        }
     }
     CACHE.with(|c| match &*c.borrow() {
         Some(cache) => f(cache),

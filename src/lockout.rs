@@ -78,7 +78,7 @@ pub fn account_key(email: &str) -> String {
 
 /// The lockout counter of the request's client address, when it has one.
 pub fn ip_key(req: &RequestInfo) -> Option<String> {
-    req.ip.map(|ip| format!("ip:{ip}"))
+    req.limit_key().map(|k| format!("ip:{k}"))
 }
 
 fn counter(name: String, limit: i32, account: bool) -> Counter {
@@ -98,13 +98,15 @@ fn counter(name: String, limit: i32, account: bool) -> Counter {
 }
 
 fn counters(email: Option<&str>, req: &RequestInfo) -> Vec<Counter> {
+    named_counters(email.map(account_key), req)
+}
+
+/// The counters of a guess at `account` (a counter name, when there is one) from the
+/// request's address.
+fn named_counters(account: Option<String>, req: &RequestInfo) -> Vec<Counter> {
     let mut out = Vec::with_capacity(2);
-    if let Some(email) = email {
-        out.push(counter(
-            account_key(email),
-            config::LOCKOUT_MAX_FAILURES.get(),
-            true,
-        ));
+    if let Some(name) = account {
+        out.push(counter(name, config::LOCKOUT_MAX_FAILURES.get(), true));
     }
     if let Some(ip) = ip_key(req) {
         out.push(counter(ip, config::LOCKOUT_IP_MAX_FAILURES.get(), false));
@@ -189,11 +191,11 @@ fn give_back(counters: &[Counter], end: End) {
 fn recorded(names: &[String]) -> AuthResult<Vec<i32>> {
     let name = |i: usize| names.get(i).cloned();
     let counts = db::read_latest_ints(
-        "select coalesce(pg_catalog.sum(f.failures) filter (where f.key operator(pg_catalog.=) $1), 0)::pg_catalog.int4, \
-                coalesce(pg_catalog.sum(f.failures) filter (where f.key operator(pg_catalog.=) $2), 0)::pg_catalog.int4 \
+        "select pg_catalog.count(*) filter (where f.key operator(pg_catalog.=) $1)::pg_catalog.int4, \
+                pg_catalog.count(*) filter (where f.key operator(pg_catalog.=) $2)::pg_catalog.int4 \
            from auth.sign_in_failures f \
           where (f.key operator(pg_catalog.=) $1 or f.key operator(pg_catalog.=) $2) \
-            and f.window_start operator(pg_catalog.>) (pg_catalog.clock_timestamp() \
+            and f.failed_at operator(pg_catalog.>) (pg_catalog.clock_timestamp() \
                 operator(pg_catalog.-) pg_catalog.make_interval(0, 0, 0, 0, 0, 0, $3))",
         &[name(0).into(), name(1).into(), config::LOCKOUT_WINDOW.get().into()],
         2,
@@ -206,7 +208,16 @@ fn recorded(names: &[String]) -> AuthResult<Vec<i32>> {
 /// locked. Every begun attempt ends with [`failed`] or [`succeeded`], or with the
 /// (sub)transaction's abort.
 pub fn begin(email: Option<&str>, req: &RequestInfo) -> AuthResult<()> {
-    let counters = counters(email, req);
+    start(counters(email, req))
+}
+
+/// Begin a guess counted on the counter `name` (rather than an account's sign-in
+/// counter) and on the request's address.
+pub fn begin_named(name: &str, req: &RequestInfo) -> AuthResult<()> {
+    start(named_counters(Some(name.to_string()), req))
+}
+
+fn start(counters: Vec<Counter>) -> AuthResult<()> {
     let seen = take_places(&counters).ok_or(AuthError::OverRequestRateLimit)?;
     let names: Vec<String> = counters.iter().map(|c| c.name.clone()).collect();
     let limits: Vec<i32> = counters.iter().map(|c| c.limit).collect();
@@ -281,7 +292,15 @@ pub fn failed(audit: Value) {
             "window": format!("{} seconds", config::LOCKOUT_WINDOW.get()),
         },
     });
-    match crate::autonomous::run(&job) {
+    // A cancel or a statement timeout must not cut the write short (the attempt would stay
+    // counted in shared memory for the whole window, a place an attacker could fill): the
+    // interrupts wait until it is done, a few milliseconds, a second or so at the worst.
+    // SAFETY: what HOLD_INTERRUPTS/RESUME_INTERRUPTS do; an error in between aborts the
+    // transaction, which resets the count.
+    unsafe { pg_sys::InterruptHoldoffCount += 1 };
+    let written = crate::autonomous::run(&job);
+    unsafe { pg_sys::InterruptHoldoffCount -= 1 };
+    match written {
         Ok(()) => finish(End::Recorded),
         Err(e) => {
             pgrx::warning!(

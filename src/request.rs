@@ -17,6 +17,39 @@ use std::net::IpAddr;
 pub struct RequestInfo {
     pub user_agent: Option<String>,
     pub ip: Option<IpAddr>,
+    /// The trusted entry when it is not an address (a proxy that wrote `unknown`, an
+    /// obfuscated name): still a key for the per-address limits, so they never fall away.
+    pub unparsed: Option<String>,
+}
+
+impl RequestInfo {
+    /// The key the per-address limits count: an IPv4 address, the /64 of an IPv6 one (one
+    /// subscriber's prefix: counting each of its 2^64 addresses apart would let one client
+    /// rotate past any limit), or the unparsed entry.
+    pub fn limit_key(&self) -> Option<String> {
+        match self.ip {
+            Some(IpAddr::V4(a)) => Some(a.to_string()),
+            Some(IpAddr::V6(a)) => {
+                let s = a.segments();
+                Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+            }
+            None => self.unparsed.as_ref().map(|u| format!("unparsed:{u}")),
+        }
+    }
+}
+
+/// An entry of `x-forwarded-for` as an address: bare, with a port (`203.0.113.5:4711`),
+/// or bracketed (`[2001:db8::1]`, `[2001:db8::1]:443`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    let (host, port) = hop.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// Parse PostgREST's `request.headers` JSON, trusting `trusted_proxies` hops of
@@ -29,15 +62,24 @@ pub fn parse_headers(raw: &str, trusted_proxies: usize) -> RequestInfo {
     let user_agent = get("user-agent")
         .map(|ua| ua.chars().take(512).collect::<String>())
         .filter(|ua| !ua.is_empty());
-    let ip = get("x-forwarded-for")
+    let hop = get("x-forwarded-for")
         .filter(|_| trusted_proxies > 0)
         .and_then(|v| {
             let hops: Vec<&str> = v.split(',').map(str::trim).collect();
             hops.get(hops.len().saturating_sub(trusted_proxies))
                 .copied()
         })
-        .and_then(|v| v.parse::<IpAddr>().ok());
-    RequestInfo { user_agent, ip }
+        .filter(|h| !h.is_empty());
+    let ip = hop.and_then(parse_hop);
+    let unparsed = match (ip, hop) {
+        (None, Some(h)) => Some(h.chars().take(64).collect()),
+        _ => None,
+    };
+    RequestInfo {
+        user_agent,
+        ip,
+        unparsed,
+    }
 }
 
 /// The current request's information, from the `request.headers` setting.
@@ -107,10 +149,37 @@ mod tests {
         assert_eq!(parse_headers(xff, 0).ip, None);
         // x-real-ip is the client's to write unless a proxy overwrites it: never used.
         assert_eq!(parse_headers(r#"{"x-real-ip":"2001:db8::1"}"#, 1).ip, None);
-        // An unparsable trusted entry is no address, not the entry before it.
+        // An unparsable trusted entry is no address, not the entry before it; it is still
+        // a key for the limits.
+        let r = parse_headers(r#"{"x-forwarded-for":"192.0.2.1, junk"}"#, 1);
+        assert_eq!(r.ip, None);
+        assert_eq!(r.limit_key().as_deref(), Some("unparsed:junk"));
+    }
+
+    #[test]
+    fn ports_brackets_and_v6_prefixes() {
+        let ip = |xff: &str| parse_headers(&format!(r#"{{"x-forwarded-for":"{xff}"}}"#), 1).ip;
         assert_eq!(
-            parse_headers(r#"{"x-forwarded-for":"192.0.2.1, junk"}"#, 1).ip,
-            None
+            ip("198.51.100.7, 203.0.113.5:4711"),
+            Some("203.0.113.5".parse().unwrap())
         );
+        assert_eq!(
+            ip("[2001:db8::1]:443"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(ip("[2001:db8::1]"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(ip("2001:db8::1"), Some("2001:db8::1".parse().unwrap()));
+        let key =
+            |xff: &str| parse_headers(&format!(r#"{{"x-forwarded-for":"{xff}"}}"#), 1).limit_key();
+        assert_eq!(
+            key("2001:db8:1:2:3:4:5:6").as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        assert_eq!(
+            key("2001:db8:1:2:ffff::9").as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        assert_eq!(key("203.0.113.9").as_deref(), Some("203.0.113.9"));
+        assert_eq!(key("").as_deref(), None);
     }
 }

@@ -126,7 +126,10 @@ pub fn release_worker() {
     let _ = workers.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
 }
 
-/// Find the slot of (db, key), or claim a free one for it; None when every slot is taken.
+/// Find the slot of (db, key), or claim a free one for it. When none is free, the oldest
+/// slot that only holds unwritten failures is taken over (those are lost, which is better
+/// than refusing every sign-in of the cluster); None when every slot has a guess in
+/// flight.
 pub fn find_or_claim(
     slots: &mut [Slot; SLOTS],
     db: u32,
@@ -135,6 +138,7 @@ pub fn find_or_claim(
     window: i64,
 ) -> Option<usize> {
     let mut free = None;
+    let mut oldest: Option<usize> = None;
     for (i, s) in slots.iter().enumerate() {
         if s.db == db && s.key == key && !s.is_free(now, window) {
             return Some(i);
@@ -142,8 +146,11 @@ pub fn find_or_claim(
         if free.is_none() && s.is_free(now, window) {
             free = Some(i);
         }
+        if s.inflight == 0 && oldest.is_none_or(|o| s.since < slots[o].since) {
+            oldest = Some(i);
+        }
     }
-    let i = free?;
+    let i = free.or(oldest)?;
     slots[i] = Slot {
         db,
         key,

@@ -352,15 +352,34 @@ fn _verify_password(password: &str, hash: &str) -> bool {
 
 /// A user's new password (GoTrue's PUT /user): `same_password` when it matches the
 /// current one, the policy, then the new hash stored.
+///
+/// Comparing a candidate with the current password answers "is this the password?", to
+/// anyone holding an access token, in a call whose effects a rollback undoes. So each
+/// comparison counts as a guess, before it is made and whatever it finds, on a counter of
+/// its own (`password_check:<email>`, with the account's threshold): a token holder gets
+/// that many per window, and a user's own sign-ins are never locked by changing passwords.
 fn set_password(user_id: pgrx::Uuid, password: Option<&str>) -> AuthResult<()> {
     let password = password_policy(password)?;
-    let stored = db::read_one::<String>(
-        "select u.encrypted_password from auth.users u where u.id = $1",
+    let (email, stored) = db::read_two::<String, String>(
+        "select u.email, u.encrypted_password from auth.users u where u.id = $1",
         &[user_id.into()],
-    )?
-    .unwrap_or_default();
-    if !stored.is_empty() && password::verify(password, &stored, cost()) != Verdict::Mismatch {
-        return Err(AuthError::SamePassword);
+    )?;
+    let stored = stored.unwrap_or_default();
+    if !stored.is_empty() {
+        let req = request::current();
+        let counter = format!("password_check:{}", email.as_deref().unwrap_or(""));
+        lockout::begin_named(&counter, &req)?;
+        let same = password::verify(password, &stored, cost()) != Verdict::Mismatch;
+        lockout::failed(sessions::audit_entry(
+            "user_password_checked",
+            Some(&user_id.to_string()),
+            email.as_deref(),
+            &req,
+            json!({"same_password": same}),
+        ));
+        if same {
+            return Err(AuthError::SamePassword);
+        }
     }
     let hash = password::hash(password, cost())?;
     db::exec(

@@ -84,7 +84,7 @@ LOCKED = ("53400", "over_request_rate_limit: Too many failed attempts; try again
 def failures():
     with admin(DB) as c:
         return {r["key"]: r["failures"] for r in
-                c.execute("select key, failures from auth.sign_in_failures where key like 'ip:%'").fetchall()}
+                c.execute("select key, count(*) as failures from auth.sign_in_failures where key like 'ip:%' group by key").fetchall()}
 
 
 def session_ip(session):

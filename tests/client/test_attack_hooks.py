@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import DB, admin
+from conftest import DB, admin, api
 
 OWNER = "hook_writer"
 PASSWORD = "hook-user-password-1"
@@ -115,3 +115,73 @@ def test_a_hook_role_with_too_many_rights_runs_no_hook(hook_writer):
             with admin() as c:
                 c.execute(revoke)
     assert fired() == []
+
+
+def test_what_a_hook_sets_does_not_outlive_it(hook_writer):
+    """A hook that changes the session's search_path to put its own operator first: the
+    setting is thrown away when the hook returns, so the extension's SQL that runs after it
+    (with the owner's rights) never reaches the operator. The previous release kept it."""
+    create_as_writer(f"""create function {OWNER}.send_hook(event jsonb) returns jsonb language plpgsql as $$
+        begin
+          perform pg_catalog.set_config('search_path', '{OWNER}, pg_catalog', false);
+          perform pg_catalog.set_config('request.jwt.claims', '{{"sub": "planted"}}', false);
+          return '{{}}';
+        end $$""")
+    create_as_writer(f"""create function {OWNER}.evil_eq(a text, b text) returns boolean language plpgsql as $$
+        begin {ESCALATE}
+          return a operator(pg_catalog.=) b;
+        end $$""")
+    create_as_writer(f"create operator {OWNER}.= (leftarg = text, rightarg = text, function = {OWNER}.evil_eq)")
+    email = f"leak-{uuid.uuid4().hex[:8]}@example.io"
+    with admin() as c:
+        c.execute("select auth.sign_up(%s, %s)", (email, PASSWORD))
+        c.execute(f"alter database {DB} set auth.hook_send_email = '{OWNER}.send_hook'")
+    with admin() as c:
+        before = c.execute("select current_setting('search_path') as p").fetchone()["p"]
+        c.execute("select auth.recover(%s)", (email,))
+        c.execute("select auth.sign_in_with_otp(%s, false)", (email,))
+        after = c.execute("select current_setting('search_path') as p, "
+                          "current_setting('request.jwt.claims', true) as claims").fetchone()
+    assert after["p"] == before
+    assert after["claims"] in (None, "")
+    assert fired() == []
+    assert not is_superuser()
+
+
+def test_a_session_with_temporary_tables_runs_no_hook(hook_writer):
+    """The hook runs in the caller's session: a temporary table named like the one a hook
+    reads would feed it the caller's rows (claims in the tokens we sign)."""
+    create_as_writer(f"""create function {OWNER}.claims_hook(event jsonb) returns jsonb
+        language plpgsql as $$
+        declare r text;
+        begin
+          set local search_path = {OWNER};
+          select role into r from user_roles where user_id = (event ->> 'user_id')::uuid;
+          return jsonb_build_object('claims', (event -> 'claims') || jsonb_build_object('user_role', coalesce(r, 'none')));
+        end $$""")
+    with admin() as c:
+        c.execute(f"create table {OWNER}.user_roles (user_id uuid, role text)")
+        c.execute(f"grant select on {OWNER}.user_roles to supabase_auth_admin")
+    email = f"temp-{uuid.uuid4().hex[:8]}@example.io"
+    with admin() as c:
+        uid = c.execute("select auth.sign_up(%s, %s) -> 'user' ->> 'id' as id", (email, PASSWORD)).fetchone()["id"]
+        c.execute(f"alter database {DB} set auth.hook_custom_access_token = '{OWNER}.claims_hook'")
+    with api() as c:
+        c.execute("create temporary table user_roles (user_id uuid, role text)")
+        c.execute("insert into pg_temp.user_roles values (%s, 'admin')", (uid,))
+        c.execute("grant select on pg_temp.user_roles to public")
+        c.commit()
+        c.execute("set local role anon")
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("select auth.sign_in(%s, %s)", (email, PASSWORD))
+        c.rollback()
+        assert e.value.sqlstate == "39000"
+        assert "temporary tables or types" in e.value.diag.message_primary
+        c.execute("drop table pg_temp.user_roles")
+        c.commit()
+        c.execute("set local role anon")
+        s = c.execute("select auth.sign_in(%s, %s) as s", (email, PASSWORD)).fetchone()["s"]
+        c.commit()
+    with admin() as c:
+        role = c.execute("select auth.verify_jwt(%s) ->> 'user_role' as r", (s["access_token"],)).fetchone()["r"]
+    assert role == "none"

@@ -130,8 +130,8 @@ def test_120_parallel_wrong_passwords_check_at_most_the_threshold():
         logged = c.execute(
             "select count(*) as n from auth.audit_log_entries where payload ->> 'action' = 'login_failed' "
             "and payload ->> 'actor_username' = %s", (victim,)).fetchone()["n"]
-        written = c.execute("select failures from auth.sign_in_failures where key = %s",
-                            ("email:" + victim,)).fetchone()["failures"]
+        written = c.execute("select count(*) as n from auth.sign_in_failures where key = %s",
+                            ("email:" + victim,)).fetchone()["n"]
         c.execute("load 'auth_ext'")  # defines the setting in this session
         limit = c.execute("show auth.autonomous_workers").fetchone()["auth.autonomous_workers"]
     assert logged == checked and written == checked
@@ -216,9 +216,9 @@ def test_an_attempt_that_cannot_be_written_down_is_refused_not_checked():
     hold = admin()
     hold.autocommit = False
     try:
-        # An uncommitted row for the blocker's counter: the worker writing the blocker's
-        # failure waits on it, holding the one place.
-        hold.execute("insert into auth.sign_in_failures values (%s, now(), 0)", ("email:" + blocker,))
+        # A lock on the failures table (only its owner can take one): the worker writing
+        # the blocker's failure waits on it, holding the one place.
+        hold.execute("lock table auth.sign_in_failures in exclusive mode")
         stuck = threading.Thread(target=lambda: attempt(api(), blocker, "wrong-blocker"))
         stuck.start()
         time.sleep(0.5)
@@ -242,3 +242,74 @@ def test_an_attempt_that_cannot_be_written_down_is_refused_not_checked():
             c.execute("load 'auth_ext'")
             c.execute("alter system reset auth.autonomous_workers")
             c.execute("select pg_reload_conf()")
+
+
+def test_cancelled_guesses_do_not_fill_the_shared_counters():
+    """A cancel that lands while a failure is being written down must not leave it in
+    shared memory for the whole window: 1,024 such would refuse every sign-in of the
+    cluster. The write finishes first (the cancel waits for it), so the failure is in the
+    table, counted once, and nothing stays behind."""
+    victim, other = f"slow-{uuid.uuid4().hex[:8]}@example.io", f"other-{uuid.uuid4().hex[:8]}@example.io"
+    sign_up(victim)
+    sign_up(other)
+    settings(lockout_max_failures=2, lockout_ip_max_failures=0)
+    # The worker's write waits 0.4 s for a lock on the audit table; the statement timeout
+    # (0.1 s) fires meanwhile, while the failure is being written.
+    hold = admin()
+    hold.autocommit = False
+    hold.execute("lock table auth.audit_log_entries in exclusive mode")
+    release = threading.Timer(0.4, hold.rollback)
+    release.start()
+    with api() as c:
+        c.execute("set statement_timeout = '100ms'")
+        c.commit()
+        started = time.perf_counter()
+        slow = attempt(c, victim, "wrong-password")
+        waited = time.perf_counter() - started
+    release.join()
+    hold.close()
+    assert slow in ("28P01", "57014") and waited > 0.3, (slow, waited)
+    with admin() as c:
+        written = c.execute("select count(*) as n from auth.sign_in_failures where key = %s",
+                            ("email:" + victim,)).fetchone()["n"]
+    assert written == 1
+    # Counted once: one failure below the threshold of two, so the right password works.
+    with api() as c:
+        assert attempt(c, victim, PASSWORD) == "ok"
+    # And a spray of guesses cut by short timeouts leaves every failure in the table.
+    settings(lockout_max_failures=1000)
+    with api() as c:
+        c.execute("set statement_timeout = '35ms'")
+        c.commit()
+        states = [attempt(c, f"spray-{i}-{uuid.uuid4().hex[:6]}@example.io", "wrong-password") for i in range(30)]
+    assert set(states) <= {"57014", "28P01"}, states
+    with admin() as c:
+        written = c.execute("select count(*) as n from auth.sign_in_failures where key like 'email:spray-%'").fetchone()["n"]
+    assert written == 30, f"{written} of 30 failures written"
+    with api() as c:
+        assert attempt(c, other, PASSWORD) == "ok"
+
+
+def test_the_same_password_check_is_a_counted_guess():
+    """auth.update_user compares a new password with the current one (same_password): with a
+    stolen access token and a rollback after each call, that is a password oracle. Each
+    comparison counts on a counter of its own, so the oracle closes at the threshold while
+    the account's own sign-ins stay open."""
+    email = f"oracle-{uuid.uuid4().hex[:8]}@example.io"
+    with admin() as c:
+        s = c.execute("select auth.sign_up(%s, %s) as s", (email, PASSWORD)).fetchone()["s"]
+    settings(lockout_max_failures=5, lockout_ip_max_failures=0)
+    results = []
+    with api() as c:
+        for guess in [f"guess-password-{i}" for i in range(6)] + [PASSWORD]:
+            try:
+                c.execute("select auth.authenticate(%s)", (s["access_token"],))
+                c.execute("select auth.update_user(%s)", ('{"password": "%s"}' % guess,))
+                results.append("changed")
+            except psycopg.Error as e:
+                results.append(e.sqlstate)
+            c.rollback()  # nothing the guesses did stays
+    assert results[:5] == ["changed"] * 5, results
+    assert results[5:] == ["53400", "53400"], results  # the right password is not revealed
+    with api() as c:
+        assert attempt(c, email, PASSWORD) == "ok"

@@ -291,6 +291,11 @@ def dangerous_roles():
         f"{ROLE_PREFIX}program_{s}": ["create role {r} nologin", "grant pg_execute_server_program to {r}"],
         f"{ROLE_PREFIX}files_{s}": ["create role {r} nologin", "grant pg_read_server_files to {r}"],
         f"{ROLE_PREFIX}svc_member_{s}": ["create role {r} nologin noinherit", "grant service_role to {r}"],
+        # A replication slot reads every change, private keys included; statistics show
+        # other sessions' statements; CREATE on the auth schema.
+        f"{ROLE_PREFIX}repl_{s}": ["create role {r} nologin replication"],
+        f"{ROLE_PREFIX}stats_{s}": ["create role {r} nologin", "grant pg_read_all_stats to {r}"],
+        f"{ROLE_PREFIX}create_auth_{s}": ["create role {r} nologin", "grant create on schema auth to {r}"],
         # A role that may call the admin API.
         f"{ROLE_PREFIX}admin_api_{s}": ["create role {r} nologin",
                                         "grant execute on function auth.admin_update_user(uuid, jsonb) to {r}"],
@@ -400,3 +405,33 @@ def test_a_small_token_cache_still_verifies_every_token(big_tokens):
     finally:
         with admin(MEMORY_DB) as c:
             c.execute(f"alter database {MEMORY_DB} reset auth.token_cache_size")
+
+
+def test_a_revoked_key_fails_at_once_even_in_a_backend_inside_an_old_snapshot():
+    """A backend whose key cache is (re)loaded inside a repeatable-read transaction that
+    began before a revocation must not load the revoked key and keep it: the keys are read
+    through a fresh snapshot after every pending invalidation is taken in."""
+    fresh_database(MEMORY_DB)
+    with admin(MEMORY_DB) as c:
+        kid = one(c, "select auth.create_signing_key('ES256') ->> 'kid'")
+        c.execute("select auth.promote_signing_key(%s)", (kid,))
+        token = one(c, """select auth.sign_jwt('{"sub": "a", "role": "authenticated"}')""")
+        spare = one(c, "select auth.create_signing_key('EdDSA') ->> 'kid'")
+    a = psycopg.connect(dbname=MEMORY_DB, autocommit=False)
+    try:
+        a.execute("begin isolation level repeatable read")
+        a.execute("select 1")  # the snapshot is taken before the revocation
+        with admin(MEMORY_DB) as c:
+            c.execute("select auth.promote_signing_key(%s)", (spare,))
+            c.execute("select auth.revoke_signing_key(%s)", (kid,))
+        with pytest.raises(psycopg.Error) as e:
+            a.execute("select auth.verify_jwt(%s)", (token,))
+        assert e.value.sqlstate == "28000" and "has been revoked" in e.value.diag.message_primary
+        a.rollback()
+        for _ in range(3):
+            with pytest.raises(psycopg.Error) as e:
+                a.execute("select auth.verify_jwt(%s)", (token,))
+            assert e.value.sqlstate == "28000"
+            a.rollback()
+    finally:
+        a.close()

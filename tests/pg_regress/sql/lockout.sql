@@ -12,15 +12,16 @@ select auth.sign_up('lock@example.io', 'the-right-password') ->> 'token_type' as
 select try($$select auth.sign_in('lock@example.io', 'wrong-password-1')$$);
 select try($$select auth.sign_in('lock@example.io', 'wrong-password-2')$$);
 select try($$select auth.sign_in('lock@example.io', 'wrong-password-3')$$);
-select key, failures from auth.sign_in_failures where key like 'email:lock@%' order by key;
+select key, count(*) as failures from auth.sign_in_failures where key like 'email:lock@%' group by key order by key;
 select try($$select auth.sign_in('lock@example.io', 'the-right-password')$$);
 select try($$select auth.sign_in('LOCK@example.io', 'the-right-password')$$);
 -- Other accounts are not affected.
 select auth.sign_up('other@example.io', 'the-other-password') ->> 'token_type' as other_signs_up;
 select auth.sign_in('other@example.io', 'the-other-password') ->> 'token_type' as other_signs_in;
 
--- When the window has passed, the right password works again and clears the count.
-update auth.sign_in_failures set window_start = now() - interval '16 minutes' where key = 'email:lock@example.io';
+-- When the window has passed (it slides: each failure counts for 15 minutes), the right
+-- password works again and clears the count.
+update auth.sign_in_failures set failed_at = now() - interval '16 minutes' where key = 'email:lock@example.io';
 select auth.sign_in('lock@example.io', 'the-right-password') ->> 'token_type' as after_window;
 select count(*) as counters_left from auth.sign_in_failures where key = 'email:lock@example.io';
 
