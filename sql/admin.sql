@@ -98,6 +98,7 @@ declare
   confirm boolean;
   uid uuid;
   u auth.users;
+  hash text := '';
 begin
   perform auth._check_attributes(attributes,
     '{id,email,password,email_confirm,user_metadata,app_metadata,ban_duration}');
@@ -108,11 +109,16 @@ begin
   exception when invalid_text_representation then
     raise exception 'validation_failed: id must be a uuid' using errcode = '22023';
   end;
+  -- Hashed before the insert: a hash may wait for a place, and must not wait holding the
+  -- new row's locks (a concurrent insert of the address would wait behind it).
+  if attributes ? 'password' then
+    hash := auth._hash_password(attributes ->> 'password');
+  end if;
   insert into auth.users (instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
                           raw_app_meta_data, raw_user_meta_data, is_super_admin, created_at, updated_at,
                           banned_until, is_anonymous)
   values ('00000000-0000-0000-0000-000000000000', uid, 'authenticated', 'authenticated', addr,
-          case when attributes ? 'password' then auth._hash_password(attributes ->> 'password') else '' end,
+          hash,
           case when confirm then pg_catalog.now() end,
           '{"provider": "email", "providers": ["email"]}'::jsonb || coalesce(attributes -> 'app_metadata', '{}'),
           coalesce(attributes -> 'user_metadata', '{}'), false, pg_catalog.now(), pg_catalog.now(),
@@ -182,12 +188,18 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  u auth.users := auth._admin_user(id, true);
+  u auth.users := auth._admin_user(id, false);
   addr text;
   changed text[] := '{}';
+  hash text;
 begin
   perform auth._check_attributes(attributes,
     '{email,password,email_confirm,user_metadata,app_metadata,ban_duration}');
+  -- Hashed before the row is locked (a hash may wait for a place).
+  if attributes ? 'password' then
+    hash := auth._hash_password(attributes ->> 'password');
+  end if;
+  u := auth._admin_user(id, true);
   if attributes ? 'email' then
     addr := auth._normalize_email(attributes ->> 'email');
     if addr is distinct from pg_catalog.lower(u.email) then
@@ -209,8 +221,8 @@ begin
      where i.user_id = u.id and i.provider = 'email';
     changed := changed || 'email_confirm'::text;
   end if;
-  if attributes ? 'password' then
-    update auth.users x set encrypted_password = auth._hash_password(attributes ->> 'password') where x.id = u.id;
+  if hash is not null then
+    update auth.users x set encrypted_password = hash where x.id = u.id;
     changed := changed || 'password'::text;
   end if;
   if attributes ? 'user_metadata' then

@@ -15,6 +15,11 @@ end
 $$;
 
 -- Rust functions new in this version.
+CREATE FUNCTION auth."password_hash_activity"() RETURNS jsonb /* pgrx :: JsonB */
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'password_hash_activity_wrapper';
+
 CREATE FUNCTION auth."_attempt_begin"(
 	"email" TEXT /* Option < & str > */
 ) RETURNS void
@@ -77,13 +82,13 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_run_hook_wrapper';
 
-CREATE FUNCTION auth."_set_password"(
+CREATE FUNCTION auth."_new_password_hash"(
 	"user_id" uuid, /* pgrx :: Uuid */
 	"password" TEXT /* Option < & str > */
-) RETURNS void
+) RETURNS TEXT /* String */
 VOLATILE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_set_password_wrapper';
+AS 'MODULE_PATHNAME', '_new_password_hash_wrapper';
 
 CREATE FUNCTION auth."_storable_json"(
 	"data" TEXT /* & str */
@@ -177,6 +182,26 @@ begin
   end if;
   if pg_catalog.has_schema_privilege(r.oid, 'auth', 'CREATE') then
     return 'may create objects in the auth schema';
+  end if;
+  if pg_catalog.pg_has_role(r.oid, 'pg_database_owner', 'MEMBER') then
+    return 'owns the database';
+  end if;
+  -- Functions of the server whose EXECUTE is not PUBLIC's read its files or run programs
+  -- (pg_read_binary_file, lo_import, ...): the keys are in those files.
+  select p.oid::pg_catalog.regprocedure::pg_catalog.text into rel from pg_catalog.pg_proc p
+   where p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace and p.proacl is not null
+     and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
+     and not pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE')
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('may execute %s', rel);
+  end if;
+  -- A foreign server reaches other databases, this one included, with other rights.
+  select s.srvname::pg_catalog.text into rel from pg_catalog.pg_foreign_server s
+   where pg_catalog.has_server_privilege(r.oid, s.oid, 'USAGE')
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('may use the foreign server %s', rel);
   end if;
   -- And a role that may call what signed-in users may not (the admin API, key management).
   select p.oid::pg_catalog.regprocedure::pg_catalog.text into rel from pg_catalog.pg_proc p
@@ -435,12 +460,13 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  u auth.users := auth._current_user(true);
+  u auth.users := auth._current_user(false);
   bad text;
   merged jsonb;
   addr text;
   changed text[] := '{}';
   s jsonb;
+  new_hash text;
 begin
   if attributes is null or pg_catalog.jsonb_typeof(attributes) <> 'object' then
     raise exception 'validation_failed: attributes must be a JSON object (email, password, data)'
@@ -452,6 +478,15 @@ begin
     raise exception 'validation_failed: unknown attribute "%" (email, password and data can be changed)',
       pg_catalog.left(bad, 64) using errcode = '22023';
   end if;
+  if attributes ? 'password' then
+    if pg_catalog.jsonb_typeof(attributes -> 'password') <> 'string' then
+      raise exception 'validation_failed: password must be a string' using errcode = '22023';
+    end if;
+    -- same_password, the policy, the new hash (src/users.rs), before the user's row is
+    -- locked: a hash may wait for a place (src/hashing.rs), and must not wait holding it.
+    new_hash := auth._new_password_hash(u.id, attributes ->> 'password');
+  end if;
+  u := auth._current_user(true);
   if attributes ? 'data' then
     if pg_catalog.jsonb_typeof(attributes -> 'data') <> 'object' then
       raise exception 'validation_failed: data must be a JSON object' using errcode = '22023';
@@ -461,12 +496,8 @@ begin
     update auth.users x set raw_user_meta_data = merged where x.id = u.id;
     changed := changed || 'data'::text;
   end if;
-  if attributes ? 'password' then
-    if pg_catalog.jsonb_typeof(attributes -> 'password') <> 'string' then
-      raise exception 'validation_failed: password must be a string' using errcode = '22023';
-    end if;
-    -- same_password, the policy, the new hash (src/users.rs).
-    perform auth._set_password(u.id, attributes ->> 'password');
+  if new_hash is not null then
+    update auth.users x set encrypted_password = new_hash where x.id = u.id;
     -- As GoTrue does: a new password ends every other session of the user.
     delete from auth.sessions x where x.user_id = u.id and x.id is distinct from auth._claims_session_id();
     perform auth._audit('user_updated_password', u.id, '{"provider": "email"}');
@@ -485,11 +516,20 @@ begin
         perform auth._send_otp(u.id, 'email_change', addr, s);
       elsif (s ->> 'confirm')::boolean then
         -- With confirmation on, a taken address is answered like a free one, as sign-up
-        -- answers it: the change is pending, but no message goes out (a decoy's work takes
-        -- the time of one), so it can never be confirmed.
+        -- answers it: the change is pending, but no message goes out, so it can never be
+        -- confirmed. The real send's work is done and rolled back (its time, and a
+        -- notification with an id like a real one's), then the pending state is left.
+        begin
+          perform auth._send_otp(u.id, 'email_change', addr, s - 'hook');
+          raise exception using errcode = 'AUXDC';
+        exception when sqlstate 'AUXDC' then
+          null;
+        end;
         delete from auth.one_time_tokens o where o.user_id = u.id and o.token_type = 'email_change_token_new';
         update auth.users x set email_change = addr, email_change_sent_at = pg_catalog.now() where x.id = u.id;
-        perform auth._send_or_decoy(null, 'email_change', addr, s, 'user_modified', '{}');
+        if s ->> 'hook' is null then
+          perform pg_catalog.pg_notify('auth_email', pg_catalog.currval('auth.email_outbox_id_seq')::text);
+        end if;
       else
         raise exception 'email_exists: A user with this email address has already been registered'
           using errcode = '23505';
@@ -719,16 +759,16 @@ begin
      where x.id = u.id;
     perform auth._send_otp(u.id, 'signup', address, s);
     perform auth._audit('user_repeated_signup', u.id, '{"provider": "email", "confirmation": "sent"}');
-    select * into strict u from auth.users x where x.id = u.id;
-    return auth._user_json(u);
+  else
+    if found then
+      perform auth._audit('user_repeated_signup', u.id, '{"provider": "email", "confirmation": "not sent"}');
+    end if;
+    -- A new sign-up sends a confirmation: so does a decoy here, in the same time.
+    perform auth._send_or_decoy(null, 'signup', address, s, 'user_signedup', '{"provider": "email"}');
   end if;
-  if found then
-    perform auth._audit('user_repeated_signup', u.id, '{"provider": "email", "confirmation": "not sent"}');
-  end if;
-  -- A new sign-up sends a confirmation: so does a decoy here, in the same time.
-  perform auth._send_or_decoy(null, 'signup', address, s, 'user_signedup', '{"provider": "email"}');
-  -- With an email identity like a new user's (GoTrue answers an empty list here, which
-  -- tells who has an account).
+  -- Whatever the address's state, the answer is a new user's: a random id, fresh times, an
+  -- email identity (the real user's id, or GoTrue's empty identities, would tell who has an
+  -- account).
   decoy := pg_catalog.gen_random_uuid();
   return pg_catalog.jsonb_build_object(
     'id', decoy, 'aud', 'authenticated', 'role', 'authenticated',
@@ -1023,6 +1063,119 @@ $$;
 comment on function auth.cleanup(integer) is
   'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens and outbox messages, in batches.';
 
+create or replace function auth.admin_create_user(attributes jsonb) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  addr text;
+  confirm boolean;
+  uid uuid;
+  u auth.users;
+  hash text := '';
+begin
+  perform auth._check_attributes(attributes,
+    '{id,email,password,email_confirm,user_metadata,app_metadata,ban_duration}');
+  addr := auth._normalize_email(attributes ->> 'email');
+  confirm := coalesce((attributes ->> 'email_confirm')::boolean, false);
+  begin
+    uid := coalesce((attributes ->> 'id')::uuid, pg_catalog.gen_random_uuid());
+  exception when invalid_text_representation then
+    raise exception 'validation_failed: id must be a uuid' using errcode = '22023';
+  end;
+  -- Hashed before the insert: a hash may wait for a place, and must not wait holding the
+  -- new row's locks (a concurrent insert of the address would wait behind it).
+  if attributes ? 'password' then
+    hash := auth._hash_password(attributes ->> 'password');
+  end if;
+  insert into auth.users (instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
+                          raw_app_meta_data, raw_user_meta_data, is_super_admin, created_at, updated_at,
+                          banned_until, is_anonymous)
+  values ('00000000-0000-0000-0000-000000000000', uid, 'authenticated', 'authenticated', addr,
+          hash,
+          case when confirm then pg_catalog.now() end,
+          '{"provider": "email", "providers": ["email"]}'::jsonb || coalesce(attributes -> 'app_metadata', '{}'),
+          coalesce(attributes -> 'user_metadata', '{}'), false, pg_catalog.now(), pg_catalog.now(),
+          case when attributes ? 'ban_duration' then auth._banned_until(attributes ->> 'ban_duration') end, false)
+  on conflict do nothing
+  returning * into u;
+  if u.id is null then
+    raise exception 'email_exists: A user with this email address has already been registered'
+      using errcode = '23505';
+  end if;
+  perform auth._ensure_email_identity(u.id, confirm);
+  select * into strict u from auth.users x where x.id = uid;
+  perform auth._audit_user_admin('user_signedup', u, '{"provider": "email", "via": "admin"}');
+  return auth._user_json(u);
+end
+$$;
+comment on function auth.admin_create_user(jsonb) is
+  'Admin: create a user (email, password, email_confirm, user_metadata, app_metadata, ban_duration, id).';
+
+create or replace function auth.admin_update_user(id uuid, attributes jsonb) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  u auth.users := auth._admin_user(id, false);
+  addr text;
+  changed text[] := '{}';
+  hash text;
+begin
+  perform auth._check_attributes(attributes,
+    '{email,password,email_confirm,user_metadata,app_metadata,ban_duration}');
+  -- Hashed before the row is locked (a hash may wait for a place).
+  if attributes ? 'password' then
+    hash := auth._hash_password(attributes ->> 'password');
+  end if;
+  u := auth._admin_user(id, true);
+  if attributes ? 'email' then
+    addr := auth._normalize_email(attributes ->> 'email');
+    if addr is distinct from pg_catalog.lower(u.email) then
+      begin
+        -- An admin's change needs no confirmation; a converted anonymous user is permanent.
+        update auth.users x set email = addr, email_change = '', is_anonymous = false where x.id = u.id;
+      exception when unique_violation then
+        raise exception 'email_exists: A user with this email address has already been registered'
+          using errcode = '23505';
+      end;
+      perform auth._ensure_email_identity(u.id, coalesce((attributes ->> 'email_confirm')::boolean, false));
+      delete from auth.one_time_tokens o where o.user_id = u.id and o.token_type = 'email_change_token_new';
+      changed := changed || 'email'::text;
+    end if;
+  end if;
+  if coalesce((attributes ->> 'email_confirm')::boolean, false) then
+    update auth.users x set email_confirmed_at = coalesce(x.email_confirmed_at, pg_catalog.now()) where x.id = u.id;
+    update auth.identities i set identity_data = i.identity_data || '{"email_verified": true}'
+     where i.user_id = u.id and i.provider = 'email';
+    changed := changed || 'email_confirm'::text;
+  end if;
+  if hash is not null then
+    update auth.users x set encrypted_password = hash where x.id = u.id;
+    changed := changed || 'password'::text;
+  end if;
+  if attributes ? 'user_metadata' then
+    update auth.users x set raw_user_meta_data = auth._merge_metadata(x.raw_user_meta_data, attributes -> 'user_metadata')
+     where x.id = u.id;
+    changed := changed || 'user_metadata'::text;
+  end if;
+  if attributes ? 'app_metadata' then
+    update auth.users x set raw_app_meta_data = auth._merge_metadata(x.raw_app_meta_data, attributes -> 'app_metadata')
+     where x.id = u.id;
+    changed := changed || 'app_metadata'::text;
+  end if;
+  if attributes ? 'ban_duration' then
+    update auth.users x set banned_until = auth._banned_until(attributes ->> 'ban_duration') where x.id = u.id;
+    changed := changed || 'ban_duration'::text;
+  end if;
+  update auth.users x set updated_at = pg_catalog.now() where x.id = u.id returning * into u;
+  perform auth._audit_user_admin('user_modified', u, pg_catalog.jsonb_build_object('fields', changed));
+  return auth._user_json(u);
+end
+$$;
+comment on function auth.admin_update_user(uuid, jsonb) is
+  'Admin: change email (no confirmation), password, email_confirm, user_metadata, app_metadata (merged), ban_duration ("none" unbans).';
+
 create trigger secret_keys_before_insert
   before insert on auth.secret_keys
   for each row execute function auth._secret_keys_before_insert();
@@ -1073,9 +1226,10 @@ drop function auth._verify_password(text, text);
 revoke all on function auth._attempt_begin(text), auth._attempt_failed(text, uuid, text),
   auth._attempt_succeeded(), auth._calling_role(), auth._check_json(text, text, integer),
   auth._check_jwks_text(text), auth._jwt_issuer(), auth._keyed_hash(text), auth._run_hook(oid, text),
-  auth._set_password(uuid, text), auth._storable_json(text), auth._third_party_issuer(),
+  auth._new_password_hash(uuid, text), auth._storable_json(text), auth._third_party_issuer(),
   auth._sha256_hex(text), auth._role_refusal(text), auth._require_local_claims(),
   auth._secret_keys_before_insert(), auth._send_or_decoy(uuid, text, text, jsonb, text, jsonb),
   auth._creation_decoy(), auth._users_metadata_storable(), auth._identities_data_storable(),
-  auth._decoy_user(), auth._require_storable(jsonb, text, text)
+  auth._decoy_user(), auth._require_storable(jsonb, text, text), auth.password_hash_activity()
   from public;
+grant execute on function auth.password_hash_activity() to service_role;

@@ -369,6 +369,26 @@ begin
   if pg_catalog.has_schema_privilege(r.oid, 'auth', 'CREATE') then
     return 'may create objects in the auth schema';
   end if;
+  if pg_catalog.pg_has_role(r.oid, 'pg_database_owner', 'MEMBER') then
+    return 'owns the database';
+  end if;
+  -- Functions of the server whose EXECUTE is not PUBLIC's read its files or run programs
+  -- (pg_read_binary_file, lo_import, ...): the keys are in those files.
+  select p.oid::pg_catalog.regprocedure::pg_catalog.text into rel from pg_catalog.pg_proc p
+   where p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace and p.proacl is not null
+     and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
+     and not pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE')
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('may execute %s', rel);
+  end if;
+  -- A foreign server reaches other databases, this one included, with other rights.
+  select s.srvname::pg_catalog.text into rel from pg_catalog.pg_foreign_server s
+   where pg_catalog.has_server_privilege(r.oid, s.oid, 'USAGE')
+   order by 1 limit 1;
+  if rel is not null then
+    return pg_catalog.format('may use the foreign server %s', rel);
+  end if;
   -- And a role that may call what signed-in users may not (the admin API, key management).
   select p.oid::pg_catalog.regprocedure::pg_catalog.text into rel from pg_catalog.pg_proc p
    where p.pronamespace = 'auth'::pg_catalog.regnamespace
@@ -722,6 +742,7 @@ grant execute on function auth.sign_jwt(jsonb) to service_role;
 grant execute on function auth.refresh(text) to anon, authenticated, service_role;
 grant execute on function auth.sign_out(text) to anon, authenticated, service_role;
 grant execute on function auth.cleanup(integer) to service_role;
+grant execute on function auth.password_hash_activity() to service_role;
 -- Keys and trusted issuers: service_role manages them (the owner can anyway); the public
 -- keys are for everyone.
 grant execute on function auth.create_signing_key(text, text), auth.import_signing_key(text, text, text),

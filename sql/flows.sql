@@ -341,8 +341,8 @@ $$;
 -- password and metadata replace the old (whoever confirms the address owns the account;
 -- an earlier sign-up by someone else must not keep a password in it) and a new
 -- confirmation is sent. Confirmed: nothing changes and nothing is sent. Either way the
--- answer looks like a new sign-up's (a confirmed one gets an obfuscated user with a random
--- id and no identities, as GoTrue does), so sign_up does not reveal who has an account.
+-- answer looks like a new sign-up's (a user with a random id), so sign_up does not reveal
+-- who has an account.
 create function auth._repeated_sign_up(address text, hash text, metadata jsonb, redirect_to text)
 returns jsonb
 language plpgsql volatile
@@ -363,16 +363,16 @@ begin
      where x.id = u.id;
     perform auth._send_otp(u.id, 'signup', address, s);
     perform auth._audit('user_repeated_signup', u.id, '{"provider": "email", "confirmation": "sent"}');
-    select * into strict u from auth.users x where x.id = u.id;
-    return auth._user_json(u);
+  else
+    if found then
+      perform auth._audit('user_repeated_signup', u.id, '{"provider": "email", "confirmation": "not sent"}');
+    end if;
+    -- A new sign-up sends a confirmation: so does a decoy here, in the same time.
+    perform auth._send_or_decoy(null, 'signup', address, s, 'user_signedup', '{"provider": "email"}');
   end if;
-  if found then
-    perform auth._audit('user_repeated_signup', u.id, '{"provider": "email", "confirmation": "not sent"}');
-  end if;
-  -- A new sign-up sends a confirmation: so does a decoy here, in the same time.
-  perform auth._send_or_decoy(null, 'signup', address, s, 'user_signedup', '{"provider": "email"}');
-  -- With an email identity like a new user's (GoTrue answers an empty list here, which
-  -- tells who has an account).
+  -- Whatever the address's state, the answer is a new user's: a random id, fresh times, an
+  -- email identity (the real user's id, or GoTrue's empty identities, would tell who has an
+  -- account).
   decoy := pg_catalog.gen_random_uuid();
   return pg_catalog.jsonb_build_object(
     'id', decoy, 'aud', 'authenticated', 'role', 'authenticated',
@@ -463,12 +463,13 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  u auth.users := auth._current_user(true);
+  u auth.users := auth._current_user(false);
   bad text;
   merged jsonb;
   addr text;
   changed text[] := '{}';
   s jsonb;
+  new_hash text;
 begin
   if attributes is null or pg_catalog.jsonb_typeof(attributes) <> 'object' then
     raise exception 'validation_failed: attributes must be a JSON object (email, password, data)'
@@ -480,6 +481,15 @@ begin
     raise exception 'validation_failed: unknown attribute "%" (email, password and data can be changed)',
       pg_catalog.left(bad, 64) using errcode = '22023';
   end if;
+  if attributes ? 'password' then
+    if pg_catalog.jsonb_typeof(attributes -> 'password') <> 'string' then
+      raise exception 'validation_failed: password must be a string' using errcode = '22023';
+    end if;
+    -- same_password, the policy, the new hash (src/users.rs), before the user's row is
+    -- locked: a hash may wait for a place (src/hashing.rs), and must not wait holding it.
+    new_hash := auth._new_password_hash(u.id, attributes ->> 'password');
+  end if;
+  u := auth._current_user(true);
   if attributes ? 'data' then
     if pg_catalog.jsonb_typeof(attributes -> 'data') <> 'object' then
       raise exception 'validation_failed: data must be a JSON object' using errcode = '22023';
@@ -489,12 +499,8 @@ begin
     update auth.users x set raw_user_meta_data = merged where x.id = u.id;
     changed := changed || 'data'::text;
   end if;
-  if attributes ? 'password' then
-    if pg_catalog.jsonb_typeof(attributes -> 'password') <> 'string' then
-      raise exception 'validation_failed: password must be a string' using errcode = '22023';
-    end if;
-    -- same_password, the policy, the new hash (src/users.rs).
-    perform auth._set_password(u.id, attributes ->> 'password');
+  if new_hash is not null then
+    update auth.users x set encrypted_password = new_hash where x.id = u.id;
     -- As GoTrue does: a new password ends every other session of the user.
     delete from auth.sessions x where x.user_id = u.id and x.id is distinct from auth._claims_session_id();
     perform auth._audit('user_updated_password', u.id, '{"provider": "email"}');
@@ -513,11 +519,20 @@ begin
         perform auth._send_otp(u.id, 'email_change', addr, s);
       elsif (s ->> 'confirm')::boolean then
         -- With confirmation on, a taken address is answered like a free one, as sign-up
-        -- answers it: the change is pending, but no message goes out (a decoy's work takes
-        -- the time of one), so it can never be confirmed.
+        -- answers it: the change is pending, but no message goes out, so it can never be
+        -- confirmed. The real send's work is done and rolled back (its time, and a
+        -- notification with an id like a real one's), then the pending state is left.
+        begin
+          perform auth._send_otp(u.id, 'email_change', addr, s - 'hook');
+          raise exception using errcode = 'AUXDC';
+        exception when sqlstate 'AUXDC' then
+          null;
+        end;
         delete from auth.one_time_tokens o where o.user_id = u.id and o.token_type = 'email_change_token_new';
         update auth.users x set email_change = addr, email_change_sent_at = pg_catalog.now() where x.id = u.id;
-        perform auth._send_or_decoy(null, 'email_change', addr, s, 'user_modified', '{}');
+        if s ->> 'hook' is null then
+          perform pg_catalog.pg_notify('auth_email', pg_catalog.currval('auth.email_outbox_id_seq')::text);
+        end if;
       else
         raise exception 'email_exists: A user with this email address has already been registered'
           using errcode = '23505';

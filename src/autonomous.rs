@@ -1,16 +1,27 @@
 //! Autonomous writes: a few writes must be committed even though the call that makes them
 //! fails (a refresh-token reuse revokes the session, then raises; a failed sign-in is
-//! audited, then raises), and an ERROR aborts the caller's transaction. So the write runs in
-//! a dynamic background worker, in a transaction of its own, while the caller waits.
+//! audited and counted, then raises), and an ERROR aborts the caller's transaction. So the
+//! write runs in a dynamic background worker, in a transaction of its own, while the caller
+//! waits.
 //!
 //! The job is a JSON object handed over in a dynamic shared memory segment; the worker runs
 //! `auth._autonomous(job)` (sql/finalize.sql) as the extension owner and reports back in the
-//! same segment. The caller must hold no row lock the job needs (see refresh.rs), and the
-//! worker gives up on locks after `lock_timeout` so a mistake cannot hang both.
+//! same segment. The caller must hold no row lock the job needs (see refresh.rs); the job
+//! only inserts and updates rows no caller locks for long, and gives up on locks after
+//! `lock_timeout`.
 //! No `shared_preload_libraries` is needed; each job takes a `max_worker_processes` slot for
 //! a few milliseconds, and at most `auth.autonomous_workers` run at once in the cluster
-//! (counted in shared memory, src/shmem.rs), so parallel query keeps the other slots. A job
-//! that finds no place within about a second fails, and its caller fails closed.
+//! (counted in shared memory, src/shmem.rs), so parallel query keeps the other slots.
+//!
+//! Bounded: a place among ours within a second, a server slot within a second, the job
+//! within five; the caller's interrupts are held meanwhile (a cancel must not cut a write
+//! short), so a caller can never be stuck longer. An Err means the write is not known to
+//! have happened, and the caller fails closed.
+//!
+//! Who gives a place back is settled on the segment's status word: the worker takes it over
+//! by moving the status from PENDING to STARTED (and gives it back when it exits, however
+//! it exits); the caller, when it stops waiting, by moving it from PENDING to ABANDONED. One
+//! of the two moves wins, so a place is given back exactly once.
 
 use crate::error::{AuthError, AuthResult};
 use pgrx::bgworkers::{
@@ -18,18 +29,30 @@ use pgrx::bgworkers::{
 };
 use pgrx::prelude::*;
 use serde_json::Value;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// Segment layout: [status u32][length u32][job bytes].
 const HEADER: usize = 8;
 const STATUS_PENDING: u32 = 0;
+/// The job committed.
 const STATUS_DONE: u32 = 1;
-/// The worker ran and will give its place back itself when it exits.
+/// The worker runs, and gives its place back when it exits.
 const STATUS_STARTED: u32 = 2;
+/// The worker exited without committing the job.
+const STATUS_FAILED: u32 = 3;
+/// The caller stopped waiting before the worker started, and gave the place back.
+const STATUS_ABANDONED: u32 = 4;
+
+/// How long the caller waits for the job once the worker is registered.
+const JOB_WAIT: Duration = Duration::from_secs(5);
+
+fn status(base: *mut u8) -> &'static AtomicU32 {
+    // SAFETY: the first four bytes of a live segment, aligned (segments are page aligned).
+    unsafe { &*(base as *const AtomicU32) }
+}
 
 /// Run `job` in its own committed transaction, as the extension owner, and wait for it.
-/// An Err means the write did not happen (no worker slot, or the job failed: the server
-/// log says why).
 pub fn run(job: &Value) -> AuthResult<()> {
     // On a hot standby nothing can be written, and a worker that starts only after
     // recovery would be waited for until promotion: refuse at once instead.
@@ -40,33 +63,29 @@ pub fn run(job: &Value) -> AuthResult<()> {
     }
     let owner = crate::keys::extension_owner()?;
     let payload = job.to_string();
-    unsafe {
+    // SAFETY: HOLD_INTERRUPTS/RESUME_INTERRUPTS around a bounded wait; an error in between
+    // aborts the transaction, which resets the count.
+    unsafe { pg_sys::InterruptHoldoffCount += 1 };
+    let result = unsafe {
         let seg = pg_sys::dsm_create(HEADER + payload.len(), 0);
         let base = pg_sys::dsm_segment_address(seg) as *mut u8;
-        (base as *mut u32).write_unaligned(STATUS_PENDING);
+        status(base).store(STATUS_PENDING, Ordering::Release);
         (base.add(4) as *mut u32).write_unaligned(payload.len() as u32);
         std::ptr::copy_nonoverlapping(payload.as_ptr(), base.add(HEADER), payload.len());
         let handle = pg_sys::dsm_segment_handle(seg);
-        let result = launch_and_wait(handle, owner);
-        let status = (base as *const u32).read_unaligned();
+        let result = launch_and_wait(handle, owner, base);
         pg_sys::dsm_detach(seg);
-        if result.is_ok() && status == STATUS_PENDING {
-            // Registered but never run (the postmaster could not start it): its place is
-            // ours to give back.
-            crate::shmem::release_worker();
-        }
-        result?;
-        if status == STATUS_DONE {
-            Ok(())
-        } else {
-            Err(AuthError::Unexpected(
-                "autonomous write failed (see the server log)".into(),
-            ))
-        }
-    }
+        result
+    };
+    unsafe { pg_sys::InterruptHoldoffCount -= 1 };
+    result
 }
 
-fn launch_and_wait(handle: pg_sys::dsm_handle, owner: pg_sys::Oid) -> AuthResult<()> {
+fn launch_and_wait(
+    handle: pg_sys::dsm_handle,
+    owner: pg_sys::Oid,
+    base: *mut u8,
+) -> AuthResult<()> {
     let extra = format!(
         "{} {}",
         unsafe { pg_sys::MyDatabaseId }.to_u32(),
@@ -80,7 +99,6 @@ fn launch_and_wait(handle: pg_sys::dsm_handle, owner: pg_sys::Oid) -> AuthResult
             placed = true;
             break;
         }
-        pgrx::check_for_interrupts!();
         std::thread::sleep(Duration::from_millis(5));
     }
     if !placed {
@@ -89,6 +107,7 @@ fn launch_and_wait(handle: pg_sys::dsm_handle, owner: pg_sys::Oid) -> AuthResult
         )));
     }
     // Worker slots can be briefly exhausted under a burst: retry for about a second.
+    let mut registered = false;
     for attempt in 0..20 {
         let worker = BackgroundWorkerBuilder::new("auth_ext autonomous write")
             .set_type("auth_ext")
@@ -102,19 +121,52 @@ fn launch_and_wait(handle: pg_sys::dsm_handle, owner: pg_sys::Oid) -> AuthResult
             .set_notify_pid(unsafe { pg_sys::MyProcPid })
             .load_dynamic();
         match worker {
-            Ok(w) => {
-                return w
-                    .wait_for_shutdown()
-                    .map_err(|s| AuthError::Unexpected(format!("autonomous write worker: {s:?}")));
+            Ok(_) => {
+                registered = true;
+                break;
             }
             Err(_) if attempt < 19 => std::thread::sleep(Duration::from_millis(50)),
             Err(_) => break,
         }
     }
-    crate::shmem::release_worker();
-    Err(AuthError::Unexpected(
-        "no background worker slot for an autonomous write (raise max_worker_processes)".into(),
-    ))
+    if registered {
+        let deadline = Instant::now() + JOB_WAIT;
+        loop {
+            match status(base).load(Ordering::Acquire) {
+                STATUS_DONE => return Ok(()),
+                STATUS_FAILED => {
+                    return Err(AuthError::Unexpected(
+                        "autonomous write failed (see the server log)".into(),
+                    ))
+                }
+                _ if Instant::now() >= deadline => break,
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+    // Stop waiting. A worker that has not started never will (its segment goes with us):
+    // its place is ours to give back; a started one gives its own back.
+    if status(base)
+        .compare_exchange(
+            STATUS_PENDING,
+            STATUS_ABANDONED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+    {
+        crate::shmem::release_worker();
+    }
+    Err(AuthError::Unexpected(if registered {
+        "an autonomous write did not finish in time".into()
+    } else {
+        "no background worker slot for an autonomous write (raise max_worker_processes)".into()
+    }))
+}
+
+thread_local! {
+    /// The worker's segment, for its exit callback.
+    static SEGMENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The worker's entry point (looked up by name by the postmaster).
@@ -122,19 +174,30 @@ fn launch_and_wait(handle: pg_sys::dsm_handle, owner: pg_sys::Oid) -> AuthResult
 #[no_mangle]
 pub extern "C-unwind" fn auth_ext_autonomous_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
-    // First of all: however this worker ends, its place among ours is given back.
-    unsafe {
-        pg_sys::before_shmem_exit(Some(give_place_back), pg_sys::Datum::from(0));
-    }
     let handle = arg.value() as pg_sys::dsm_handle;
     // Attached outside any transaction (no resource owner): the mapping lives until we
     // detach, so the status can be written after the commit has succeeded.
     let seg = unsafe { pg_sys::dsm_attach(handle) };
     if seg.is_null() {
-        return; // the caller gave up and detached; nothing to do
+        return; // the caller gave up and detached; it gave the place back
     }
     let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
-    unsafe { (base as *mut u32).write_unaligned(STATUS_STARTED) };
+    if status(base)
+        .compare_exchange(
+            STATUS_PENDING,
+            STATUS_STARTED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        return; // abandoned: the caller gave the place back
+    }
+    SEGMENT.with(|s| s.set(base as usize));
+    // From here the place is ours: given back however this worker ends.
+    unsafe {
+        pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0));
+    }
     let mut ids = BackgroundWorker::get_extra()
         .split(' ')
         .map(|s| s.parse::<u32>().unwrap_or(0)); // ok: written by run() above
@@ -146,9 +209,13 @@ pub extern "C-unwind" fn auth_ext_autonomous_main(arg: pg_sys::Datum) {
         String::from_utf8_lossy(std::slice::from_raw_parts(base.add(HEADER), len)).into_owned()
     };
     BackgroundWorker::transaction(move || {
-        // The owner's session: a database-level search_path must not reach our statements.
-        Spi::run("set local search_path = pg_catalog, pg_temp; set local lock_timeout = '5s'")
-            .unwrap_or_else(|e| pgrx::error!("{e}"));
+        // The owner's session: a database-level search_path must not reach our statements;
+        // a synchronous standby that is down must not hold the caller (it waits for us).
+        Spi::run(
+            "set local search_path = pg_catalog, pg_temp; set local lock_timeout = '5s'; \
+             set local statement_timeout = '5s'; set local synchronous_commit = local",
+        )
+        .unwrap_or_else(|e| pgrx::error!("{e}"));
         Spi::run_with_args(
             "select auth._autonomous($1::pg_catalog.jsonb)",
             &[job.as_str().into()],
@@ -156,13 +223,19 @@ pub extern "C-unwind" fn auth_ext_autonomous_main(arg: pg_sys::Datum) {
         .unwrap_or_else(|e| pgrx::error!("auth_ext autonomous write: {e}"));
     });
     // Only reached when the transaction committed.
-    unsafe {
-        (base as *mut u32).write_unaligned(STATUS_DONE);
-        pg_sys::dsm_detach(seg);
-    }
+    status(base).store(STATUS_DONE, Ordering::Release);
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn give_place_back(_code: i32, _arg: pg_sys::Datum) {
+unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
+    let base = SEGMENT.with(|s| s.get()) as *mut u8;
+    if !base.is_null() {
+        let _ = status(base).compare_exchange(
+            STATUS_STARTED,
+            STATUS_FAILED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
     crate::shmem::release_worker();
 }

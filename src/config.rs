@@ -43,6 +43,9 @@ pub static HOOK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(2000);
 pub static TRUSTED_PROXIES: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static TOKEN_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4096);
 pub static AUTONOMOUS_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static PASSWORD_HASH_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static PASSWORD_HASH_WAIT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static PASSWORD_HASH_NICE: GucSetting<i32> = GucSetting::<i32>::new(19);
 
 fn int(
     name: &'static CStr,
@@ -259,6 +262,32 @@ pub fn register() {
         64,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"auth.password_hash_concurrency",
+        c"Password hashes that may compute at once in the cluster: 0, one per CPU core; -1, no bound.",
+        c"A sign-in, sign-up or password change beyond it waits (auth.password_hash_wait) for a place.",
+        &PASSWORD_HASH_CONCURRENCY,
+        -1,
+        1024,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    int(
+        c"auth.password_hash_nice",
+        c"CPU priority (nice) of the threads that hash passwords: 0 as queries, 19 the lowest.",
+        c"Queries preempt hashing at 19; 0 hashes at the priority of the backend.",
+        &PASSWORD_HASH_NICE,
+        (0, 19),
+        plain(),
+    );
+    int(
+        c"auth.password_hash_wait",
+        c"How long a password check waits for a hashing place before over_request_rate_limit.",
+        c"Nothing is locked or written while it waits.",
+        &PASSWORD_HASH_WAIT,
+        (0, 600_000),
+        GucFlags::UNIT_MS,
     );
     register_flows(secs, plain());
     #[cfg(any(feature = "pg15", feature = "pg16", feature = "pg17", feature = "pg18"))]

@@ -27,6 +27,8 @@ pub enum AuthError {
     SessionExpired,
     /// Too many failed sign-ins for the account or the client IP.
     OverRequestRateLimit,
+    /// Every password-hashing place stayed taken for `auth.password_hash_wait`.
+    HashBusy,
     /// A write attempted on a hot standby.
     ReadOnly(&'static str),
     /// The caller may not do this (role switch, key material).
@@ -59,7 +61,7 @@ impl AuthError {
             AuthError::SessionExpired => "session_expired",
             AuthError::InsufficientPrivilege(_) => "insufficient_privilege",
             AuthError::ReadOnly(_) => "read_only",
-            AuthError::OverRequestRateLimit => "over_request_rate_limit",
+            AuthError::OverRequestRateLimit | AuthError::HashBusy => "over_request_rate_limit",
             AuthError::Unexpected(_) | AuthError::Hook(_) | AuthError::StoredData(_) => {
                 "unexpected_failure"
             }
@@ -90,6 +92,7 @@ impl AuthError {
             AuthError::InsufficientPrivilege(_) => ERRCODE_INSUFFICIENT_PRIVILEGE, // 42501
             AuthError::ReadOnly(_) => ERRCODE_READ_ONLY_SQL_TRANSACTION,           // 25006
             AuthError::OverRequestRateLimit => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, // 53400
+            AuthError::HashBusy => ERRCODE_INSUFFICIENT_RESOURCES,                 // 53000
             AuthError::StoredData(_) => ERRCODE_DATA_EXCEPTION,                    // 22000
             AuthError::Unexpected(_) => ERRCODE_INTERNAL_ERROR,                    // XX000
         }
@@ -105,6 +108,7 @@ impl AuthError {
             }
             AuthError::EmailNotConfirmed => "Email not confirmed".into(),
             AuthError::OverRequestRateLimit => "Too many failed attempts; try again later".into(),
+            AuthError::HashBusy => "Too many password checks at once; try again in a moment".into(),
             AuthError::ReadOnly(what) => {
                 format!("{what} writes to the database and cannot run on a read-only standby")
             }
@@ -138,6 +142,9 @@ impl AuthError {
                 Some("Confirm the address with the link or code sent to it (auth.verify_otp).")
             }
             AuthError::ReadOnly(_) => Some("Send this call to the primary server."),
+            AuthError::HashBusy => Some(
+                "Every password-hashing place (auth.password_hash_concurrency) was busy for auth.password_hash_wait.",
+            ),
             AuthError::StoredData(_) => {
                 Some("An administrator can repair the row (auth.admin_update_user).")
             }

@@ -9,6 +9,7 @@ mod config;
 mod db;
 mod error;
 mod flows;
+mod hashing;
 mod hooks;
 mod jwk;
 mod jwt;

@@ -131,7 +131,7 @@ fn take_places(counters: &[Counter]) -> Option<Vec<(u32, u32)>> {
                 Some(i) => {
                     let s = &mut slots[i];
                     s.inflight += 1;
-                    if s.unrecorded > 0 && now - s.since >= window {
+                    if s.unrecorded > 0 && s.since != shmem::STICKY && now - s.since >= window {
                         s.unrecorded = 0;
                     }
                     taken.push(i);
@@ -149,6 +149,9 @@ fn take_places(counters: &[Counter]) -> Option<Vec<(u32, u32)>> {
     })
 }
 
+/// What an unwritten failure counts as: more than any threshold.
+const LOCKED: u32 = u32::MAX / 2;
+
 /// How an attempt ends.
 #[derive(Clone, Copy)]
 enum End {
@@ -163,7 +166,7 @@ enum End {
 }
 
 fn give_back(counters: &[Counter], end: End) {
-    let (db, now, window) = (db_id(), now(), window());
+    let (db, now) = (db_id(), now());
     shmem::with_slots(|slots| {
         for c in counters {
             let Some(i) = shmem::find(slots, db, c.digest) else {
@@ -173,12 +176,11 @@ fn give_back(counters: &[Counter], end: End) {
             s.inflight = s.inflight.saturating_sub(1);
             match end {
                 End::Success if c.account => s.unrecorded = 0,
+                // A failure nobody could write down locks its key for the window: it is
+                // not known how many came before it.
                 End::Unrecorded => {
-                    if s.unrecorded == 0 || now - s.since >= window {
-                        s.unrecorded = 0;
-                        s.since = now;
-                    }
-                    s.unrecorded += 1;
+                    s.unrecorded = LOCKED;
+                    s.since = now;
                 }
                 _ => {}
             }
@@ -211,10 +213,47 @@ pub fn begin(email: Option<&str>, req: &RequestInfo) -> AuthResult<()> {
     start(counters(email, req))
 }
 
-/// Begin a guess counted on the counter `name` (rather than an account's sign-in
-/// counter) and on the request's address.
-pub fn begin_named(name: &str, req: &RequestInfo) -> AuthResult<()> {
-    start(named_counters(Some(name.to_string()), req))
+/// Begin a guess counted on the counter `name` alone (not an account's sign-in counter,
+/// nor the address's).
+pub fn begin_named(name: &str) -> AuthResult<()> {
+    start(vec![counter(
+        name.to_string(),
+        config::LOCKOUT_MAX_FAILURES.get(),
+        true,
+    )])
+}
+
+/// Mark a session whose revocation could not be committed: refreshes of it are refused
+/// until the mark is written ([`session_marked`], [`clear_session_mark`]) or the server
+/// restarts.
+pub fn mark_session(session_id: &str) {
+    let c = counter(format!("revoked_session:{session_id}"), 0, false);
+    let (db, now, window) = (db_id(), now(), window());
+    shmem::with_slots(|slots| {
+        if let Some(i) = shmem::find_or_claim(slots, db, c.digest, now, window) {
+            slots[i].unrecorded = LOCKED;
+            slots[i].since = shmem::STICKY;
+        }
+    });
+}
+
+/// Is the session marked revoked?
+pub fn session_marked(session_id: &str) -> bool {
+    let c = counter(format!("revoked_session:{session_id}"), 0, false);
+    let db = db_id();
+    shmem::with_slots(|slots| shmem::find(slots, db, c.digest).is_some())
+}
+
+/// The session's revocation is written: drop its mark.
+pub fn clear_session_mark(session_id: &str) {
+    let c = counter(format!("revoked_session:{session_id}"), 0, false);
+    let db = db_id();
+    shmem::with_slots(|slots| {
+        if let Some(i) = shmem::find(slots, db, c.digest) {
+            slots[i].unrecorded = 0;
+            slots[i].since = 0;
+        }
+    });
 }
 
 fn start(counters: Vec<Counter>) -> AuthResult<()> {
@@ -275,12 +314,17 @@ pub fn succeeded() {
 /// a transaction of its own, then leave the in-flight count. When it cannot be written,
 /// it stays counted in shared memory for the window.
 pub fn failed(audit: Value) {
+    // Only the counters that can lock are written (a threshold of 0 turns one off).
     let keys: Vec<String> = ACTIVE.with(|a| {
         let mut a = a.borrow_mut();
         match a.last_mut() {
             Some(at) => {
                 at.stage = Stage::Recording;
-                at.counters.iter().map(|c| c.name.clone()).collect()
+                at.counters
+                    .iter()
+                    .filter(|c| c.limit > 0)
+                    .map(|c| c.name.clone())
+                    .collect()
             }
             None => Vec::new(),
         }

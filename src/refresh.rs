@@ -72,10 +72,16 @@ fn revoke_session_autonomously(state: &TokenState, req: &request::RequestInfo) {
         json!({"reason": "refresh_token_reuse", "session_id": session_id}),
     );
     let job = json!({"revoke_session": session_id, "audit": entry});
-    if let Err(e) = autonomous::run(&job) {
-        pgrx::warning!(
-            "auth_ext: could not revoke session {session_id} after refresh token reuse: {e}"
-        );
+    match autonomous::run(&job) {
+        Ok(()) => crate::lockout::clear_session_mark(session_id),
+        Err(e) => {
+            // Fail closed: until the revocation is written (at the next attempt to use the
+            // session), every refresh of it is refused.
+            crate::lockout::mark_session(session_id);
+            pgrx::warning!(
+                "auth_ext: could not commit the revocation of session {session_id} after refresh token reuse ({e}); its refreshes are refused until it is"
+            );
+        }
     }
 }
 
@@ -96,7 +102,8 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
     if state.revoked && state.session_ended {
         return Err(AuthError::RefreshTokenAlreadyUsed);
     }
-    if state.stale {
+    // A session whose revocation is still to be written: write it now, refuse either way.
+    if state.stale || crate::lockout::session_marked(&session_id) {
         revoke_session_autonomously(&state, &req);
         return Err(AuthError::RefreshTokenAlreadyUsed);
     }

@@ -70,7 +70,11 @@ pub fn parse_headers(raw: &str, trusted_proxies: usize) -> RequestInfo {
                 .copied()
         })
         .filter(|h| !h.is_empty());
-    let ip = hop.and_then(parse_hop);
+    // An IPv4 client as a dual-stack proxy writes it (::ffff:a.b.c.d) is that IPv4 address.
+    let ip = hop.and_then(parse_hop).map(|ip| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    });
     let unparsed = match (ip, hop) {
         (None, Some(h)) => Some(h.chars().take(64).collect()),
         _ => None,
@@ -180,6 +184,12 @@ mod tests {
             Some("2001:db8:1:2::/64")
         );
         assert_eq!(key("203.0.113.9").as_deref(), Some("203.0.113.9"));
+        // IPv4-mapped: the IPv4 address, not the shared ::ffff:0:0/96 prefix.
+        assert_eq!(key("::ffff:203.0.113.5").as_deref(), Some("203.0.113.5"));
+        assert_eq!(
+            key("[::ffff:198.51.100.77]:80").as_deref(),
+            Some("198.51.100.77")
+        );
         assert_eq!(key("").as_deref(), None);
     }
 }

@@ -21,16 +21,21 @@ pub struct Slot {
     pub key: [u8; 16],
     /// Guesses being checked right now.
     pub inflight: u32,
-    /// Failures that could not be written to auth.sign_in_failures, counted here until
-    /// their window passes.
+    /// Failures that could not be written to auth.sign_in_failures: while there are any,
+    /// until their window passes, the key counts as locked.
     pub unrecorded: u32,
-    /// When the first of those failures happened (Unix seconds).
+    /// When the first of those failures happened (Unix seconds); `STICKY` for a mark that
+    /// stays until it is written (a session whose revocation could not be committed).
     pub since: i64,
 }
 
+/// `since` of a mark that never expires by itself.
+pub const STICKY: i64 = i64::MIN;
+
 impl Slot {
     fn is_free(&self, now: i64, window: i64) -> bool {
-        self.inflight == 0 && (self.unrecorded == 0 || now - self.since >= window)
+        self.inflight == 0
+            && (self.unrecorded == 0 || (self.since != STICKY && now - self.since >= window))
     }
 }
 
@@ -45,16 +50,29 @@ struct Shared {
     tranche: i32,
     /// Background workers of ours that are running (src/autonomous.rs).
     workers: AtomicU32,
+    /// Password hashes computing (src/hashing.rs).
+    hashes: AtomicU32,
+    /// Backends waiting for a hashing place (pgprocno + 1; 0 is free), woken one at a time
+    /// as places come back.
+    hash_waiters: [std::sync::atomic::AtomicI32; WAITERS],
     slots: [Slot; SLOTS],
 }
 
+/// How many waiting backends are woken by name; more wait on a short timeout instead.
+const WAITERS: usize = 128;
+
 /// Named with the layout's version: a library with another layout loaded into a running
 /// server gets a block of its own instead of misreading this one.
-const NAME: &CStr = c"auth_ext shared state v1";
+const NAME: &CStr = c"auth_ext shared state v3";
 
 thread_local! {
     static SHARED: std::cell::Cell<*mut Shared> = const { std::cell::Cell::new(std::ptr::null_mut()) };
 }
+
+/// The same pointer for threads other than the backend's (a hashing thread gives its place
+/// back through it): set once attached, the same in every thread of the process.
+static SHARED_ANY: std::sync::atomic::AtomicPtr<Shared> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 
 /// The size to reserve (`shared_preload_libraries`) or allocate.
 pub fn size() -> usize {
@@ -91,6 +109,7 @@ fn shared() -> *mut Shared {
         p
     };
     SHARED.with(|s| s.set(p));
+    SHARED_ANY.store(p, Ordering::Release);
     p
 }
 
@@ -126,10 +145,80 @@ pub fn release_worker() {
     let _ = workers.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
 }
 
-/// Find the slot of (db, key), or claim a free one for it. When none is free, the oldest
-/// slot that only holds unwritten failures is taken over (those are lost, which is better
-/// than refusing every sign-in of the cluster); None when every slot has a guess in
-/// flight.
+/// Take one of `max` hashing places; false when all are taken.
+pub fn take_hash(max: u32) -> bool {
+    // SAFETY: an atomic in shared memory, valid for the life of the server.
+    let hashes = unsafe { &(*shared()).hashes };
+    hashes
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+// Postgres' SetLatch without pgrx's wrapper, which refuses calls from any thread but the
+// backend's own: a hashing thread sets latches (marks a flag, signals a process).
+unsafe extern "C" {
+    #[link_name = "SetLatch"]
+    fn set_latch_from_any_thread(latch: *mut pg_sys::Latch);
+}
+
+/// Set a latch from any thread of this process.
+pub fn wake(latch: *mut pg_sys::Latch) {
+    // SAFETY: SetLatch only sets the latch's flag and signals its owner (kill or a write
+    // to a pipe), both safe from any thread; the latch is a backend's, which outlives it.
+    unsafe { set_latch_from_any_thread(latch) }
+}
+
+/// Give a hashing place back and wake one waiting backend (callable from any thread of the
+/// process: atomics, and SetLatch, which only signals).
+pub fn release_hash() {
+    // SAFETY: as above. The pointer was set by the backend's thread before any hash ran.
+    let shared = unsafe { &*SHARED_ANY.load(Ordering::Acquire) };
+    let _ = shared
+        .hashes
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    for w in &shared.hash_waiters {
+        let procno = w.load(Ordering::Acquire) - 1;
+        if procno >= 0 {
+            // SAFETY: a live backend's PGPROC (it unregisters before it exits).
+            let latch = unsafe {
+                let proc_ = (*pg_sys::ProcGlobal).allProcs.add(procno as usize);
+                &raw mut (*proc_).procLatch
+            };
+            wake(latch);
+            break;
+        }
+    }
+}
+
+/// Register this backend as waiting for a hashing place; the slot to give back, or None
+/// when every slot is taken (it then waits on its timeout alone).
+pub fn wait_for_hash() -> Option<usize> {
+    // SAFETY: as above; MyProc is set for every backend.
+    let (shared, me) = unsafe { (&*shared(), (*pg_sys::MyProc).pgprocno + 1) };
+    shared.hash_waiters.iter().position(|w| {
+        w.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    })
+}
+
+/// Stop waiting (the slot of [`wait_for_hash`]).
+pub fn stop_waiting_for_hash(slot: usize) {
+    // SAFETY: as above.
+    unsafe { (*shared()).hash_waiters[slot].store(0, Ordering::Release) };
+}
+
+/// Hashes computing right now in the cluster (for tests and the benchmark).
+pub fn hashes_running() -> u32 {
+    // SAFETY: as above.
+    unsafe { (*shared()).hashes.load(Ordering::Acquire) }
+}
+
+/// Find the slot of (db, key), or claim a free one for it; None when every slot is taken.
+/// A slot that holds unwritten failures is never taken over before its window passes:
+/// dropping it would reopen a locked account (an attacker who keeps the writers busy could
+/// otherwise wash any account's failures out), so a full table refuses instead.
 pub fn find_or_claim(
     slots: &mut [Slot; SLOTS],
     db: u32,
@@ -138,7 +227,6 @@ pub fn find_or_claim(
     window: i64,
 ) -> Option<usize> {
     let mut free = None;
-    let mut oldest: Option<usize> = None;
     for (i, s) in slots.iter().enumerate() {
         if s.db == db && s.key == key && !s.is_free(now, window) {
             return Some(i);
@@ -146,11 +234,8 @@ pub fn find_or_claim(
         if free.is_none() && s.is_free(now, window) {
             free = Some(i);
         }
-        if s.inflight == 0 && oldest.is_none_or(|o| s.since < slots[o].since) {
-            oldest = Some(i);
-        }
     }
-    let i = free.or(oldest)?;
+    let i = free?;
     slots[i] = Slot {
         db,
         key,
@@ -203,5 +288,50 @@ pub fn init() {
         unsafe {
             pg_sys::RequestAddinShmemSpace(size());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots() -> Box<[Slot; SLOTS]> {
+        vec![
+            Slot {
+                db: 0,
+                key: [0; 16],
+                inflight: 0,
+                unrecorded: 0,
+                since: 0
+            };
+            SLOTS
+        ]
+        .into_boxed_slice()
+        .try_into()
+        .unwrap_or_else(|_| unreachable!())
+    }
+
+    #[test]
+    fn unwritten_failures_are_never_taken_over_before_their_window() {
+        let mut s = slots();
+        for (i, slot) in s.iter_mut().enumerate() {
+            slot.db = 1;
+            slot.key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            slot.unrecorded = 1;
+            slot.since = 1000;
+        }
+        // Full of unwritten failures: a new key finds no place (the guess is refused).
+        assert_eq!(find_or_claim(&mut s, 1, [0xff; 16], 1010, 900), None);
+        // An existing key still finds its own.
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&7u64.to_le_bytes());
+        assert_eq!(find_or_claim(&mut s, 1, k, 1010, 900), Some(7));
+        // Once a window has passed, its slot is free again.
+        s[3].since = 0;
+        assert_eq!(find_or_claim(&mut s, 1, [0xff; 16], 1010, 900), Some(3));
+        // A sticky mark never frees by itself.
+        s[5].since = STICKY;
+        assert_eq!(find(&s, 1, s[5].key), Some(5));
+        assert!(!s[5].is_free(i64::MAX, 900));
     }
 }

@@ -6,6 +6,7 @@
 use crate::config;
 use crate::db;
 use crate::error::{require_primary, AuthError, AuthResult, OrRaise};
+use crate::hashing;
 use crate::lockout;
 use crate::password::{self, Cost, Verdict};
 use crate::request;
@@ -80,7 +81,7 @@ fn password_policy(password: Option<&str>) -> AuthResult<&str> {
 
 /// An argon2id hash of a new password that meets the policy.
 pub fn hash_new_password(password: Option<&str>) -> AuthResult<String> {
-    password::hash(password_policy(password)?, cost())
+    hashing::hash(password_policy(password)?, cost())
 }
 
 /// A new session for a password sign-up or sign-in, with its audit entry.
@@ -296,7 +297,7 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
         ),
         (id, _, _, _) => {
             // Unknown email or no password: do the work a real check does, then fail alike.
-            password::burn_verification(password, cost);
+            hashing::burn(password, cost)?;
             return Err(failed_sign_in(
                 &email,
                 id,
@@ -305,7 +306,7 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
             ));
         }
     };
-    let verdict = password::verify(password, &stored, cost);
+    let verdict = hashing::verify(password, &stored, cost)?;
     if verdict == Verdict::Mismatch {
         return Err(failed_sign_in(
             &email,
@@ -334,7 +335,7 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
     }
     lockout::succeeded();
     if verdict == Verdict::MatchNeedsRehash {
-        let upgraded = password::hash(password, cost)?;
+        let upgraded = hashing::hash(password, cost)?;
         db::exec(
             "update auth.users set encrypted_password = $2, updated_at = pg_catalog.now() where id = $1",
             &[user_id.into(), upgraded.into()],
@@ -350,15 +351,17 @@ fn _verify_password(password: &str, hash: &str) -> bool {
     password::verify(password, hash, cost()) != Verdict::Mismatch
 }
 
-/// A user's new password (GoTrue's PUT /user): `same_password` when it matches the
-/// current one, the policy, then the new hash stored.
+/// The hash of a user's new password (GoTrue's PUT /user): `same_password` when it matches
+/// the current one, the policy, then the new hash, computed before the caller locks the
+/// user's row (a hash may wait for a place, src/hashing.rs).
 ///
 /// Comparing a candidate with the current password answers "is this the password?", to
 /// anyone holding an access token, in a call whose effects a rollback undoes. So each
 /// comparison counts as a guess, before it is made and whatever it finds, on a counter of
-/// its own (`password_check:<email>`, with the account's threshold): a token holder gets
-/// that many per window, and a user's own sign-ins are never locked by changing passwords.
-fn set_password(user_id: pgrx::Uuid, password: Option<&str>) -> AuthResult<()> {
+/// its own (`password_check:<user id>`, with the account's threshold, not the address's): a
+/// token holder gets that many per window, and a user's own sign-ins are never locked by
+/// changing passwords.
+fn new_password_hash(user_id: pgrx::Uuid, password: Option<&str>) -> AuthResult<String> {
     let password = password_policy(password)?;
     let (email, stored) = db::read_two::<String, String>(
         "select u.email, u.encrypted_password from auth.users u where u.id = $1",
@@ -367,9 +370,8 @@ fn set_password(user_id: pgrx::Uuid, password: Option<&str>) -> AuthResult<()> {
     let stored = stored.unwrap_or_default();
     if !stored.is_empty() {
         let req = request::current();
-        let counter = format!("password_check:{}", email.as_deref().unwrap_or(""));
-        lockout::begin_named(&counter, &req)?;
-        let same = password::verify(password, &stored, cost()) != Verdict::Mismatch;
+        lockout::begin_named(&format!("password_check:{user_id}"))?;
+        let same = hashing::verify(password, &stored, cost())? != Verdict::Mismatch;
         lockout::failed(sessions::audit_entry(
             "user_password_checked",
             Some(&user_id.to_string()),
@@ -381,17 +383,13 @@ fn set_password(user_id: pgrx::Uuid, password: Option<&str>) -> AuthResult<()> {
             return Err(AuthError::SamePassword);
         }
     }
-    let hash = password::hash(password, cost())?;
-    db::exec(
-        "update auth.users set encrypted_password = $2 where id = $1",
-        &[user_id.into(), hash.into()],
-    )
+    hashing::hash(password, cost())
 }
 
-/// SQL (behind auth.update_user): change the user's password.
+/// SQL (behind auth.update_user): the hash of the user's new password.
 #[pg_extern(volatile)]
-fn _set_password(user_id: pgrx::Uuid, password: Option<&str>) {
-    set_password(user_id, password).or_raise()
+fn _new_password_hash(user_id: pgrx::Uuid, password: Option<&str>) -> String {
+    new_password_hash(user_id, password).or_raise()
 }
 
 /// Internal: called by the SECURITY DEFINER wrapper auth.sign_up.

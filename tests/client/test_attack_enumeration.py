@@ -63,14 +63,25 @@ def test_a_listener_hears_the_same_for_known_and_unknown_addresses(confirmation)
 
 def test_a_repeated_sign_up_returns_a_user_like_a_new_one(confirmation):
     known, _ = confirmed_user()
+    unconfirmed = f"pending-{uuid.uuid4().hex[:8]}@example.io"
     with admin() as c:
-        again = c.execute("select auth.sign_up(%s, %s) as s", (known, PASSWORD)).fetchone()["s"]
-        new = c.execute("select auth.sign_up(%s, %s) as s",
-                        (f"new-{uuid.uuid4().hex[:8]}@example.io", PASSWORD)).fetchone()["s"]
-    assert sorted(again) == sorted(new)
-    assert len(again["identities"]) == len(new["identities"]) == 1
-    assert sorted(again["identities"][0]) == sorted(new["identities"][0])
-    assert sorted(again["identities"][0]["identity_data"]) == sorted(new["identities"][0]["identity_data"])
+        first = c.execute("select auth.sign_up(%s, %s) as s", (unconfirmed, PASSWORD)).fetchone()["s"]
+        time.sleep(0.01)
+        answers = {
+            "confirmed": c.execute("select auth.sign_up(%s, %s) as s", (known, PASSWORD)).fetchone()["s"],
+            "unconfirmed": c.execute("select auth.sign_up(%s, %s) as s", (unconfirmed, PASSWORD)).fetchone()["s"],
+            "new": c.execute("select auth.sign_up(%s, %s) as s",
+                             (f"new-{uuid.uuid4().hex[:8]}@example.io", PASSWORD)).fetchone()["s"],
+        }
+    new = answers["new"]
+    for what, u in answers.items():
+        assert sorted(u) == sorted(new), what
+        assert u["created_at"] == u["updated_at"], what
+        assert len(u["identities"]) == 1, what
+        assert sorted(u["identities"][0]) == sorted(new["identities"][0]), what
+        assert sorted(u["identities"][0]["identity_data"]) == sorted(new["identities"][0]["identity_data"]), what
+    # The unconfirmed account's real id is not given away by a second sign-up.
+    assert answers["unconfirmed"]["id"] != first["id"]
 
 
 def test_an_email_change_to_a_taken_address_looks_like_any_other(confirmation):

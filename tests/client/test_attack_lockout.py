@@ -202,8 +202,9 @@ def test_a_guess_cut_short_gives_its_place_back():
 
 
 def test_an_attempt_that_cannot_be_written_down_is_refused_not_checked():
-    """With the only worker place taken (a worker stuck behind a row lock), failures are
-    kept in shared memory: the threshold still holds, and nothing is checked past it."""
+    """With the only worker place taken (a worker stuck behind a lock), a failure cannot be
+    written: it is kept in shared memory and locks its account for the window (how many
+    came before it is not known), so nothing more is checked."""
     blocker, victim = f"blk-{uuid.uuid4().hex[:8]}@example.io", f"nowk-{uuid.uuid4().hex[:8]}@example.io"
     sign_up(blocker)
     sign_up(victim)
@@ -228,7 +229,7 @@ def test_an_attempt_that_cannot_be_written_down_is_refused_not_checked():
                 t = time.perf_counter()
                 results.append((attempt(c, victim, f"wrong-{i}"), time.perf_counter() - t))
             right = attempt(c, victim, PASSWORD)
-        assert [r for r, _ in results] == ["28P01", "28P01", "28P01", "53400"], results
+        assert [r for r, _ in results] == ["28P01", "53400", "53400", "53400"], results
         assert right == "53400"
         with admin() as c:
             written = c.execute("select count(*) as n from auth.sign_in_failures where key = %s",
@@ -283,9 +284,11 @@ def test_cancelled_guesses_do_not_fill_the_shared_counters():
         c.commit()
         states = [attempt(c, f"spray-{i}-{uuid.uuid4().hex[:6]}@example.io", "wrong-password") for i in range(30)]
     assert set(states) <= {"57014", "28P01"}, states
+    # Every answered failure is written; a guess cancelled before its check finished is not
+    # a guess (no answer) and leaves nothing behind.
     with admin() as c:
         written = c.execute("select count(*) as n from auth.sign_in_failures where key like 'email:spray-%'").fetchone()["n"]
-    assert written == 30, f"{written} of 30 failures written"
+    assert states.count("28P01") <= written <= 30, (written, states)
     with api() as c:
         assert attempt(c, other, PASSWORD) == "ok"
 
@@ -313,3 +316,121 @@ def test_the_same_password_check_is_a_counted_guess():
     assert results[5:] == ["53400", "53400"], results  # the right password is not revealed
     with api() as c:
         assert attempt(c, email, PASSWORD) == "ok"
+
+
+def test_a_refresh_reuse_whose_revocation_cannot_be_written_still_ends_the_session():
+    """Reuse detection with no worker free: the revocation cannot be committed, so the
+    session is marked in shared memory and every refresh of it is refused until the
+    revocation is written, at the next attempt, once a worker is free."""
+    email = f"reuse-{uuid.uuid4().hex[:8]}@example.io"
+    with admin() as c:
+        s = c.execute("select auth.sign_up(%s, %s) as s", (email, PASSWORD)).fetchone()["s"]
+        c.execute(f"alter database {DB} set auth.refresh_reuse_interval = 0")
+        c.execute("load 'auth_ext'")
+        c.execute("alter system set auth.autonomous_workers = 1")
+        c.execute("select pg_reload_conf()")
+    time.sleep(0.5)
+    with admin() as c:
+        fresh = c.execute("select auth.refresh(%s) as s", (s["refresh_token"],)).fetchone()["s"]
+    time.sleep(1.1)
+    hold = admin()
+    hold.autocommit = False
+    try:
+        hold.execute("lock table auth.sign_in_failures in exclusive mode")
+        blocker = f"blk-{uuid.uuid4().hex[:8]}@example.io"
+        stuck = threading.Thread(target=lambda: attempt(api(), blocker, "wrong"))
+        stuck.start()
+        time.sleep(0.5)
+        with api() as c:
+            assert refresh(c, s["refresh_token"]) == "28000"  # the reuse
+            assert refresh(c, fresh["refresh_token"]) == "28000"
+    finally:
+        hold.rollback()
+        hold.close()
+        stuck.join(timeout=30)
+    with api() as c:
+        # Now a worker is free: the next attempt writes the revocation.
+        assert refresh(c, fresh["refresh_token"]) == "28000"
+    with admin() as c:
+        ended = c.execute("select not_after is not null as ended from auth.sessions where id = %s",
+                          (jwt_session(s),)).fetchone()["ended"]
+        c.execute(f"alter database {DB} reset auth.refresh_reuse_interval")
+        c.execute("load 'auth_ext'")
+        c.execute("alter system reset auth.autonomous_workers")
+        c.execute("select pg_reload_conf()")
+    assert ended
+
+
+def refresh(conn, token):
+    try:
+        conn.execute("set local role anon")
+        conn.execute("select auth.refresh(%s)", (token,))
+        conn.commit()
+        return "ok"
+    except psycopg.Error as e:
+        conn.rollback()
+        return e.sqlstate
+
+
+def jwt_session(session):
+    import jwt
+    return jwt.decode(session["access_token"], options={"verify_signature": False})["session_id"]
+
+
+def test_a_synchronous_standby_that_is_down_does_not_hold_a_failed_sign_in():
+    """The worker commits with synchronous_commit = local: a configured synchronous standby
+    that does not answer must not leave failed sign-ins waiting, uninterruptible."""
+    victim = f"sync-{uuid.uuid4().hex[:8]}@example.io"
+    sign_up(victim)
+    with admin() as c:
+        c.execute("alter system set synchronous_standby_names = 'nobody_home'")
+        c.execute("select pg_reload_conf()")
+    time.sleep(0.5)
+    try:
+        with api() as c:
+            started = time.perf_counter()
+            assert attempt(c, victim, "wrong-password") == "28P01"
+            took = time.perf_counter() - started
+        with admin() as c:
+            written = c.execute("select count(*) as n from auth.sign_in_failures where key = %s",
+                                ("email:" + victim,)).fetchone()["n"]
+    finally:
+        with admin() as c:
+            c.execute("alter system reset synchronous_standby_names")
+            c.execute("select pg_reload_conf()")
+    assert written == 1
+    assert took < 5, took
+
+
+def test_password_checks_are_counted_per_user():
+    """Users without an address (anonymous ones that set a password) each have their own
+    counter."""
+    with admin() as c:
+        c.execute(f"alter database {DB} set auth.anonymous_sign_ins = on")
+    settings(lockout_max_failures=3, lockout_ip_max_failures=0)
+    try:
+        sessions = []
+        for _ in range(2):
+            with api() as c:
+                c.execute("set local role anon")
+                sessions.append(c.execute("select auth.sign_in_anonymously() as s").fetchone()["s"])
+                c.commit()
+                c.execute("select auth.authenticate(%s)", (sessions[-1]["access_token"],))
+                c.execute("""select auth.update_user('{"password": "anon-first-password"}')""")
+                c.commit()
+        settings(lockout_max_failures=3)
+        results = {0: [], 1: []}
+        for who in (0, 0, 0, 0, 1):
+            with api() as c:
+                try:
+                    c.execute("select auth.authenticate(%s)", (sessions[who]["access_token"],))
+                    c.execute("""select auth.update_user('{"password": "anon-password-%s"}')""" % uuid.uuid4().hex[:6])
+                    results[who].append("changed")
+                except psycopg.Error as e:
+                    results[who].append(e.sqlstate)
+                c.rollback()
+        assert results[0] == ["changed", "changed", "changed", "53400"], results
+        assert results[1] == ["changed"], results
+    finally:
+        with admin() as c:
+            c.execute(f"alter database {DB} reset auth.anonymous_sign_ins")

@@ -296,6 +296,7 @@ def every_call(k, key):
     k.call("admin_delete_user", "select auth.admin_delete_user(%s, true)", (uid,), role=sr)
     k.call("sign_jwt", """select auth.sign_jwt('{"role": "anon"}')""", role=sr)
     k.call("cleanup", "select auth.cleanup(100)", role=sr)
+    k.call("password_hash_activity", "select auth.password_hash_activity()", role=sr)
     kid = k.call("create_signing_key", "select auth.create_signing_key('ES256') ->> 'kid' as kid", role=sr)["kid"]
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()

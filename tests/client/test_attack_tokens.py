@@ -296,6 +296,15 @@ def dangerous_roles():
         f"{ROLE_PREFIX}repl_{s}": ["create role {r} nologin replication"],
         f"{ROLE_PREFIX}stats_{s}": ["create role {r} nologin", "grant pg_read_all_stats to {r}"],
         f"{ROLE_PREFIX}create_auth_{s}": ["create role {r} nologin", "grant create on schema auth to {r}"],
+        # Server functions that read the data files (the keys are in them), the database's
+        # owner, a foreign server.
+        f"{ROLE_PREFIX}readfile_{s}": ["create role {r} nologin",
+                                       "grant execute on function pg_read_binary_file(text) to {r}"],
+        f"{ROLE_PREFIX}dbowner_{s}": ["create role {r} nologin", f"alter database {DB} owner to {{r}}"],
+        f"{ROLE_PREFIX}fdw_{s}": ["create role {r} nologin",
+                                  f"create foreign data wrapper fdw_{s}",
+                                  f"create server srv_{s} foreign data wrapper fdw_{s}",
+                                  f"grant usage on foreign server srv_{s} to {{r}}"],
         # A role that may call the admin API.
         f"{ROLE_PREFIX}admin_api_{s}": ["create role {r} nologin",
                                         "grant execute on function auth.admin_update_user(uuid, jsonb) to {r}"],
@@ -433,5 +442,19 @@ def test_a_revoked_key_fails_at_once_even_in_a_backend_inside_an_old_snapshot():
                 a.execute("select auth.verify_jwt(%s)", (token,))
             assert e.value.sqlstate == "28000"
             a.rollback()
+        # Inside a transaction that had already checked the token: the next check fails.
+        with admin(MEMORY_DB) as c:
+            kid2 = one(c, "select auth.create_signing_key('ES256') ->> 'kid'")
+            c.execute("select auth.promote_signing_key(%s)", (kid2,))
+            token2 = one(c, """select auth.sign_jwt('{"sub": "b", "role": "authenticated"}')""")
+        a.execute("begin")
+        assert a.execute("select auth.verify_jwt(%s) ->> 'sub'", (token2,)).fetchone()[0] == "b"
+        with admin(MEMORY_DB) as c:
+            c.execute("select auth.promote_signing_key(%s)", (spare,))
+            c.execute("select auth.revoke_signing_key(%s)", (kid2,))
+        with pytest.raises(psycopg.Error) as e:
+            a.execute("select auth.verify_jwt(%s)", (token2,))
+        assert e.value.sqlstate == "28000" and "has been revoked" in e.value.diag.message_primary
+        a.rollback()
     finally:
         a.close()
