@@ -23,3 +23,5 @@ echo "== 6. The lockout under a flood (bench/lockout.py)"
 .venv/bin/python bench/lockout.py
 echo "== 7. Known and unknown addresses (bench/timing.py)"
 .venv/bin/python bench/timing.py
+echo "== 8. Password hashing under load (bench/hashing.py)"
+.venv/bin/python bench/hashing.py

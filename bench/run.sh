@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds auth_ext in release mode, starts a throwaway cluster, prints the figures of
 # bench/bench.sql (every ratio against a baseline measured in the same run), then the
-# pgbench throughput of sign-in, refresh and an API request at 1, 2, 4 and 8 clients.
+# pgbench throughput of sign-in, refresh and an API request at 1, 2, 4 and 8 clients, the
+# lockout under a flood, known against unknown addresses, and password hashing under load.
 # BENCH_SECONDS sets the length of each pgbench run (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."

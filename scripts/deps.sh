@@ -46,6 +46,6 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv for the client tests"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import psycopg, jwt, pytest' 2>/dev/null; then
+if ! .venv/bin/python -c 'import psycopg, jwt, pytest, argon2' 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/client/requirements.txt
 fi

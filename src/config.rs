@@ -276,7 +276,7 @@ pub fn register() {
     int(
         c"auth.password_hash_nice",
         c"CPU priority (nice) of the threads that hash passwords: 0 as queries, 19 the lowest.",
-        c"Queries preempt hashing at 19; 0 hashes at the priority of the backend.",
+        c"At 19 the threads also take the idle scheduling class, which queries preempt at once; 0 hashes at the priority of the backend.",
         &PASSWORD_HASH_NICE,
         (0, 19),
         plain(),

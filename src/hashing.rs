@@ -9,7 +9,8 @@
 //!   waits alike, the dummy hash of an unknown address too, so waiting says nothing about
 //!   an account.
 //! - The hash itself runs in a thread of the lowest CPU priority (`auth.password_hash_nice`,
-//!   19), which queries preempt: hashing takes what CPU the rest of the cluster leaves.
+//!   19, and on Linux the idle scheduling class), which a query preempts as soon as it
+//!   wakes: hashing takes what CPU the rest of the cluster leaves.
 //!
 //! A place is held for exactly as long as a hash computes: the thread gives it back when it
 //! is done, even when the call that asked for it was cancelled meanwhile; a backend that
@@ -73,16 +74,15 @@ fn take_place() -> AuthResult<Arc<Place>> {
             pgrx::pg_sys::before_shmem_exit(Some(give_back_at_exit), pgrx::pg_sys::Datum::from(0))
         };
     }
-    if shmem::take_hash(max) {
-        return Ok(hold_place());
-    }
-    // Wait on this backend's latch: a place given back wakes one waiter (a cancel wakes it
-    // too); the timeout covers a wake-up that came between the try and the wait.
+    // Every caller queues, so a place given back goes to whoever has waited longest (a
+    // newcomer never overtakes a waiter); waiting on this backend's latch, which a place
+    // given back sets (so does a cancel); the timeout covers a wake-up that came between
+    // the try and the wait.
     let deadline =
         Instant::now() + Duration::from_millis(config::PASSWORD_HASH_WAIT.get().max(0) as u64);
-    let slot = shmem::wait_for_hash();
+    let mut slot = shmem::wait_for_hash();
     let taken = loop {
-        if shmem::take_hash(max) {
+        if shmem::take_hash(max, slot) {
             break true;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -101,10 +101,13 @@ fn take_place() -> AuthResult<Arc<Place>> {
         }
         // SAFETY: a flag the signal handlers set.
         if unsafe { pg_sys::InterruptPending } != 0 {
-            if let Some(s) = slot {
+            // Out of the queue before a cancel raises; back in (at its end) when the
+            // interrupt was not one that ends the call.
+            if let Some(s) = slot.take() {
                 shmem::stop_waiting_for_hash(s);
             }
             pgrx::check_for_interrupts!();
+            slot = shmem::wait_for_hash();
         }
     };
     if let Some(s) = slot {
@@ -138,6 +141,17 @@ fn run<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> AuthResu
         if nice > 0 {
             unsafe {
                 libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
+            }
+        }
+        // At the lowest priority, the idle scheduling class too: a query that wakes up on
+        // a core that hashes preempts the hash at once, where a thread of nice 19 may still
+        // run until the next scheduler tick (4 ms at 250 Hz). Lowering needs no privilege.
+        #[cfg(target_os = "linux")]
+        if nice == 19 {
+            // SAFETY: with pid 0, sched_setscheduler changes the calling thread only.
+            unsafe {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
             }
         }
         let r = work();

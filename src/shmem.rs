@@ -52,9 +52,12 @@ struct Shared {
     workers: AtomicU32,
     /// Password hashes computing (src/hashing.rs).
     hashes: AtomicU32,
-    /// Backends waiting for a hashing place (pgprocno + 1; 0 is free), woken one at a time
-    /// as places come back.
+    /// Backends waiting for a hashing place (pgprocno + 1; 0 is free), served in the order
+    /// of their tickets (`hash_tickets`) and woken, oldest first, as places come back.
     hash_waiters: [std::sync::atomic::AtomicI32; WAITERS],
+    hash_tickets: [std::sync::atomic::AtomicU64; WAITERS],
+    /// The next ticket.
+    hash_next_ticket: std::sync::atomic::AtomicU64,
     slots: [Slot; SLOTS],
 }
 
@@ -63,7 +66,7 @@ const WAITERS: usize = 128;
 
 /// Named with the layout's version: a library with another layout loaded into a running
 /// server gets a block of its own instead of misreading this one.
-const NAME: &CStr = c"auth_ext shared state v3";
+const NAME: &CStr = c"auth_ext shared state v4";
 
 thread_local! {
     static SHARED: std::cell::Cell<*mut Shared> = const { std::cell::Cell::new(std::ptr::null_mut()) };
@@ -145,15 +148,29 @@ pub fn release_worker() {
     let _ = workers.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
 }
 
-/// Take one of `max` hashing places; false when all are taken.
-pub fn take_hash(max: u32) -> bool {
-    // SAFETY: an atomic in shared memory, valid for the life of the server.
-    let hashes = unsafe { &(*shared()).hashes };
-    hashes
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .is_ok()
+/// Take one of `max` hashing places in turn: only when fewer waiters came before this one
+/// (by ticket; for a backend that found no waiting slot, every registered waiter) than
+/// there are free places, so a place given back goes to the oldest waiter, never to a
+/// newcomer. The count in `hashes` alone keeps the bound; the order only decides who.
+pub fn take_hash(max: u32, waiting: Option<usize>) -> bool {
+    // SAFETY: atomics in shared memory, valid for the life of the server.
+    let shared = unsafe { &*shared() };
+    let running = shared.hashes.load(Ordering::Acquire);
+    if running >= max {
+        return false;
+    }
+    let mine = waiting.map(|s| shared.hash_tickets[s].load(Ordering::Acquire));
+    let ahead = (0..WAITERS)
+        .filter(|&i| Some(i) != waiting && shared.hash_waiters[i].load(Ordering::Acquire) != 0)
+        .filter(|&i| mine.is_none_or(|t| shared.hash_tickets[i].load(Ordering::Acquire) < t))
+        .count() as u32;
+    ahead < max - running
+        && shared
+            .hashes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
 }
 
 // Postgres' SetLatch without pgrx's wrapper, which refuses calls from any thread but the
@@ -170,43 +187,59 @@ pub fn wake(latch: *mut pg_sys::Latch) {
     unsafe { set_latch_from_any_thread(latch) }
 }
 
-/// Give a hashing place back and wake one waiting backend (callable from any thread of the
-/// process: atomics, and SetLatch, which only signals).
+/// Give a hashing place back and wake the oldest waiting backend (callable from any thread
+/// of the process: atomics, and SetLatch, which only signals).
 pub fn release_hash() {
     // SAFETY: as above. The pointer was set by the backend's thread before any hash ran.
     let shared = unsafe { &*SHARED_ANY.load(Ordering::Acquire) };
     let _ = shared
         .hashes
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    for w in &shared.hash_waiters {
-        let procno = w.load(Ordering::Acquire) - 1;
-        if procno >= 0 {
-            // SAFETY: a live backend's PGPROC (it unregisters before it exits).
-            let latch = unsafe {
-                let proc_ = (*pg_sys::ProcGlobal).allProcs.add(procno as usize);
-                &raw mut (*proc_).procLatch
-            };
-            wake(latch);
-            break;
-        }
+    wake_oldest_waiter(shared);
+}
+
+fn wake_oldest_waiter(shared: &Shared) {
+    let oldest = (0..WAITERS)
+        .filter_map(|i| {
+            let procno = shared.hash_waiters[i].load(Ordering::Acquire) - 1;
+            (procno >= 0).then(|| (shared.hash_tickets[i].load(Ordering::Acquire), procno))
+        })
+        .min();
+    if let Some((_, procno)) = oldest {
+        // SAFETY: a live backend's PGPROC (it unregisters before it exits); a latch set
+        // after it moved on only makes it look once more.
+        let latch = unsafe {
+            let proc_ = (*pg_sys::ProcGlobal).allProcs.add(procno as usize);
+            &raw mut (*proc_).procLatch
+        };
+        wake(latch);
     }
 }
 
-/// Register this backend as waiting for a hashing place; the slot to give back, or None
-/// when every slot is taken (it then waits on its timeout alone).
+/// Register this backend as waiting for a hashing place, with the next ticket; the slot to
+/// give back, or None when every slot is taken (it then takes a place only when no
+/// registered waiter could).
 pub fn wait_for_hash() -> Option<usize> {
     // SAFETY: as above; MyProc is set for every backend.
     let (shared, me) = unsafe { (&*shared(), (*pg_sys::MyProc).pgprocno + 1) };
-    shared.hash_waiters.iter().position(|w| {
+    let slot = shared.hash_waiters.iter().position(|w| {
         w.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
-    })
+    })?;
+    // Until the ticket is stored, others see the slot's old (smaller) ticket and count this
+    // backend as ahead of them: a moment of caution, never a place too many.
+    let ticket = shared.hash_next_ticket.fetch_add(1, Ordering::AcqRel);
+    shared.hash_tickets[slot].store(ticket, Ordering::Release);
+    Some(slot)
 }
 
-/// Stop waiting (the slot of [`wait_for_hash`]).
+/// Stop waiting (the slot of [`wait_for_hash`]): after taking a place, or giving up. The
+/// next waiter is woken, in case a place is free for it now.
 pub fn stop_waiting_for_hash(slot: usize) {
     // SAFETY: as above.
-    unsafe { (*shared()).hash_waiters[slot].store(0, Ordering::Release) };
+    let shared = unsafe { &*shared() };
+    shared.hash_waiters[slot].store(0, Ordering::Release);
+    wake_oldest_waiter(shared);
 }
 
 /// Hashes computing right now in the cluster (for tests and the benchmark).

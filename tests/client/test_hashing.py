@@ -1,7 +1,8 @@
 """Password hashing under a cluster-wide bound (auth.password_hash_concurrency): the bound
 is never exceeded, observed from the database; a call that waits too long for a place fails
 with the documented error and leaves nothing written; a cancelled, terminated or crashed
-backend gives its place back."""
+backend gives its place back; waiters are served in the order they came; the hash runs in a thread of the lowest priority (the idle
+scheduling class), or at the backend's with auth.password_hash_nice = 0."""
 
 import os
 import signal
@@ -46,7 +47,7 @@ def wait_until(cond, seconds=10):
 @pytest.fixture(autouse=True)
 def restore():
     yield
-    system(password_hash_concurrency=None, argon2_iterations=None)
+    system(password_hash_concurrency=None, argon2_iterations=None, password_hash_nice=None)
 
 
 def accounts(n):
@@ -145,6 +146,70 @@ def test_a_call_that_waits_too_long_fails_cleanly_and_writes_nothing():
     with admin() as c:
         assert c.execute("select count(*) as n from auth.users where email = %s", (late,)).fetchone()["n"] == 0
     assert running() == 0
+
+
+def test_waiters_are_served_in_the_order_they_came():
+    """A place given back goes to the longest waiter, not to whoever registered in the
+    first free waiting slot: A, B, C queue behind a slow hash, A gives up (its slot frees),
+    D comes after; the order is B, C, D."""
+    slow_hashes()
+    holder, _, t, _ = start_slow_sign_up(f"first-{uuid.uuid4().hex[:8]}@example.io")
+    done, lock = [], threading.Lock()
+
+    def sign_up(name, wait=None):
+        with admin() as c:
+            try:
+                with c.transaction():
+                    if wait:
+                        c.execute(f"set local auth.password_hash_wait = '{wait}'")
+                    c.execute("select auth.sign_up(%s, %s)", (f"{name}-{uuid.uuid4().hex[:8]}@example.io", PASSWORD))
+                outcome = name
+            except psycopg.Error as e:
+                outcome = f"{name}:{e.sqlstate}"
+        with lock:
+            done.append(outcome)
+
+    threads = []
+    for name, wait, pause in (("A", "250ms", 0.1), ("B", None, 0.1), ("C", None, 0.3), ("D", None, 0)):
+        threads.append(threading.Thread(target=sign_up, args=(name, wait)))
+        threads[-1].start()
+        time.sleep(pause)
+    for th in threads:
+        th.join()
+    t.join()
+    holder.close()
+    assert done == ["A:53000", "B", "C", "D"]
+
+
+def hashing_threads(pid):
+    """(scheduling policy, nice) of each hashing thread of backend pid."""
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != "auth_ext hash":
+                    continue
+            found.append((os.sched_getscheduler(int(tid)), os.getpriority(os.PRIO_PROCESS, int(tid))))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
+@pytest.mark.parametrize("nice, policy", [(None, os.SCHED_IDLE), (0, os.SCHED_OTHER), (10, os.SCHED_OTHER)])
+def test_the_hash_runs_at_the_configured_priority(nice, policy):
+    system(password_hash_nice=nice)
+    slow_hashes()
+    holder, pid, t, result = start_slow_sign_up(f"prio-{uuid.uuid4().hex[:8]}@example.io")
+    try:
+        seen = hashing_threads(pid)
+        # The backend itself keeps its own priority.
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 0
+    finally:
+        t.join()
+        holder.close()
+    assert result["state"] == "ok"
+    assert seen == [(policy, 19 if nice is None else nice)]
 
 
 @pytest.mark.parametrize("how", ["cancel", "terminate"])
