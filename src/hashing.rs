@@ -23,35 +23,91 @@ use crate::password::{self, Cost, Verdict};
 use crate::shmem;
 use pgrx::pg_sys;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// A place taken for one hash: given back exactly once, by whichever comes first of the
-/// hashing thread finishing and the backend exiting.
-struct Place(AtomicBool);
+/// hashing thread finishing and the backend exiting. Three states, so that a backend that
+/// exits while its thread is giving the place back waits for that to finish instead of
+/// skipping it (the process would end with the place still counted).
+struct Place(AtomicU8);
+
+const HELD: u8 = 0;
+const RELEASING: u8 = 1;
+const RELEASED: u8 = 2;
 
 impl Place {
+    /// From the hashing thread, when its work is done (or has panicked).
     fn give_back(&self) {
-        if !self.0.swap(true, Ordering::AcqRel) {
+        if self
+            .0
+            .compare_exchange(HELD, RELEASING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             shmem::release_hash();
+            self.0.store(RELEASED, Ordering::Release);
         }
+    }
+
+    /// From the backend, as it exits with the thread possibly still running.
+    fn give_back_at_exit(&self) {
+        for _ in 0..1000 {
+            match self
+                .0
+                .compare_exchange(HELD, RELEASED, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return shmem::release_hash(),
+                Err(RELEASED) => return,
+                // The thread is giving it back right now: let it finish.
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+
+    fn is_released(&self) -> bool {
+        self.0.load(Ordering::Acquire) == RELEASED
     }
 }
 
 thread_local! {
     /// Places of this backend's hashes still computing.
-    static HELD: RefCell<Vec<Arc<Place>>> = const { RefCell::new(Vec::new()) };
+    static HELD_PLACES: RefCell<Vec<Arc<Place>>> = const { RefCell::new(Vec::new()) };
     static EXIT_HOOK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn give_back_at_exit(_code: i32, _arg: pgrx::pg_sys::Datum) {
-    HELD.with(|h| {
+unsafe extern "C-unwind" fn at_exit(_code: i32, _arg: pgrx::pg_sys::Datum) {
+    shmem::stop_waiting_for_hash();
+    HELD_PLACES.with(|h| {
         for p in h.borrow_mut().drain(..) {
-            p.give_back();
+            p.give_back_at_exit();
         }
     });
+}
+
+/// This backend's place in the queue for a hashing place: left when dropped, also when an
+/// error or a cancel unwinds through the wait.
+struct Queued(u32);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        shmem::stop_waiting_for_hash();
+    }
+}
+
+/// Gives the place back and wakes the backend when the hashing thread's work ends, also by
+/// a panic.
+struct Finish {
+    place: Arc<Place>,
+    latch: usize,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.place.give_back();
+        shmem::wake(self.latch as *mut pg_sys::Latch);
+    }
 }
 
 /// The bound in force: `auth.password_hash_concurrency`, one per CPU core for 0, none for
@@ -68,21 +124,22 @@ fn bound() -> u32 {
 /// Wait for a place, up to `auth.password_hash_wait`.
 fn take_place() -> AuthResult<Arc<Place>> {
     let max = bound();
-    if !EXIT_HOOK.with(|e| e.replace(true)) {
+    if !EXIT_HOOK.with(|e| e.get()) {
         // SAFETY: registered once per backend, for its exit.
-        unsafe {
-            pgrx::pg_sys::before_shmem_exit(Some(give_back_at_exit), pgrx::pg_sys::Datum::from(0))
-        };
+        unsafe { pgrx::pg_sys::before_shmem_exit(Some(at_exit), pgrx::pg_sys::Datum::from(0)) };
+        EXIT_HOOK.with(|e| e.set(true));
     }
+    HELD_PLACES.with(|h| h.borrow_mut().retain(|p| !p.is_released()));
     // Every caller queues, so a place given back goes to whoever has waited longest (a
-    // newcomer never overtakes a waiter); waiting on this backend's latch, which a place
-    // given back sets (so does a cancel); the timeout covers a wake-up that came between
-    // the try and the wait.
+    // newcomer never overtakes a waiter). It waits on this backend's latch, which a place
+    // given back sets (so does a cancel); the latch is reset only after a failed try, so
+    // a wake-up between the try and the wait is not lost; the short timeout covers a
+    // wake-up that went to a waiter who had just left.
     let deadline =
         Instant::now() + Duration::from_millis(config::PASSWORD_HASH_WAIT.get().max(0) as u64);
-    let mut slot = shmem::wait_for_hash();
+    let queued = Queued(shmem::wait_for_hash());
     let taken = loop {
-        if shmem::take_hash(max, slot) {
+        if shmem::take_hash(max, queued.0) {
             break true;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -99,39 +156,25 @@ fn take_place() -> AuthResult<Arc<Place>> {
             );
             pg_sys::ResetLatch(pg_sys::MyLatch);
         }
-        // SAFETY: a flag the signal handlers set.
-        if unsafe { pg_sys::InterruptPending } != 0 {
-            // Out of the queue before a cancel raises; back in (at its end) when the
-            // interrupt was not one that ends the call.
-            if let Some(s) = slot.take() {
-                shmem::stop_waiting_for_hash(s);
-            }
-            pgrx::check_for_interrupts!();
-            slot = shmem::wait_for_hash();
-        }
+        // A cancel raises here; dropping `queued` on the way out leaves the queue.
+        pgrx::check_for_interrupts!();
     };
-    if let Some(s) = slot {
-        shmem::stop_waiting_for_hash(s);
-    }
     if taken {
-        Ok(hold_place())
+        let place = Arc::new(Place(AtomicU8::new(HELD)));
+        HELD_PLACES.with(|h| h.borrow_mut().push(place.clone()));
+        drop(queued);
+        Ok(place)
     } else {
         Err(AuthError::HashBusy)
     }
-}
-
-fn hold_place() -> Arc<Place> {
-    let place = Arc::new(Place(AtomicBool::new(false)));
-    HELD.with(|h| h.borrow_mut().push(place.clone()));
-    place
 }
 
 /// Run `work` (a hash or a verification) in a low-priority thread holding a place, and wait
 /// for it, answering cancels meanwhile.
 fn run<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> AuthResult<R> {
     let place = take_place()?;
-    let (tx, rx) = mpsc::channel();
     let mine = place.clone();
+    let (tx, rx) = mpsc::channel();
     let nice = config::PASSWORD_HASH_NICE.get().clamp(0, 19);
     // SAFETY: the backend's latch lives as long as the backend; the thread only sets it.
     let latch = unsafe { pg_sys::MyLatch } as usize;
@@ -154,10 +197,9 @@ fn run<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> AuthResu
                 libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
             }
         }
-        let r = work();
-        mine.give_back();
-        let _ = tx.send(r);
-        shmem::wake(latch as *mut pg_sys::Latch);
+        let finish = Finish { place: mine, latch };
+        let _ = tx.send(work());
+        drop(finish);
     };
     // Signals belong to the backend's own thread: the new one starts with all of them
     // blocked (a signal handler of Postgres must never run on it).
@@ -200,7 +242,7 @@ fn run<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> AuthResu
         }
         pgrx::check_for_interrupts!();
     };
-    HELD.with(|h| h.borrow_mut().retain(|p| !p.0.load(Ordering::Acquire)));
+    HELD_PLACES.with(|h| h.borrow_mut().retain(|p| !p.is_released()));
     Ok(result)
 }
 
@@ -210,10 +252,38 @@ pub fn hash(password: &str, cost: Cost) -> AuthResult<String> {
     run(move || password::hash(&password, cost))?
 }
 
-/// Verify `password` against a stored hash.
-pub fn verify(password: &str, stored: &str, cost: Cost) -> AuthResult<Verdict> {
+/// Verify `password` against a stored hash and, when it matches but is weaker than `cost`
+/// asks (bcrypt, older argon2 parameters), compute its replacement under the same place:
+/// a right password never waits twice, nor fails while waiting for the upgrade.
+pub fn verify_upgrading(
+    password: &str,
+    stored: &str,
+    cost: Cost,
+) -> AuthResult<(Verdict, Option<String>)> {
     let (password, stored) = (password.to_string(), stored.to_string());
-    run(move || password::verify(&password, &stored, cost))
+    let (verdict, upgraded) = run(move || {
+        let verdict = password::verify(&password, &stored, cost);
+        let upgraded =
+            (verdict == Verdict::MatchNeedsRehash).then(|| password::hash(&password, cost));
+        (verdict, upgraded)
+    })?;
+    Ok((verdict, upgraded.transpose()?))
+}
+
+/// A password change: compare the new password with the stored hash (when there is one)
+/// and, when they differ, hash it, under one place. `Ok(None)`: it is the same password.
+/// Either both are done or, when no place comes within the wait, neither.
+pub fn compare_then_hash(
+    password: &str,
+    stored: Option<&str>,
+    cost: Cost,
+) -> AuthResult<Option<String>> {
+    let (password, stored) = (password.to_string(), stored.map(str::to_string));
+    run(move || {
+        let same =
+            stored.is_some_and(|s| password::verify(&password, &s, cost) != Verdict::Mismatch);
+        (!same).then(|| password::hash(&password, cost)).transpose()
+    })?
 }
 
 /// The work of a verification against no stored hash (an unknown address), waiting for a

@@ -10,7 +10,7 @@
 
 use pgrx::pg_sys;
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// One counter: an account or client address of one database, by a 128-bit digest of its
 /// key. Free when nothing is in flight and nothing unrecorded is left.
@@ -52,21 +52,24 @@ struct Shared {
     workers: AtomicU32,
     /// Password hashes computing (src/hashing.rs).
     hashes: AtomicU32,
-    /// Backends waiting for a hashing place (pgprocno + 1; 0 is free), served in the order
-    /// of their tickets (`hash_tickets`) and woken, oldest first, as places come back.
-    hash_waiters: [std::sync::atomic::AtomicI32; WAITERS],
-    hash_tickets: [std::sync::atomic::AtomicU64; WAITERS],
-    /// The next ticket.
-    hash_next_ticket: std::sync::atomic::AtomicU64,
+    /// The next ticket of a backend that waits for a hashing place (the waiting themselves
+    /// are in a block of their own, one entry per backend: `WAITERS_NAME`).
+    hash_next_ticket: AtomicU32,
     slots: [Slot; SLOTS],
 }
-
-/// How many waiting backends are woken by name; more wait on a short timeout instead.
-const WAITERS: usize = 128;
 
 /// Named with the layout's version: a library with another layout loaded into a running
 /// server gets a block of its own instead of misreading this one.
 const NAME: &CStr = c"auth_ext shared state v4";
+
+/// Backends waiting for a hashing place: one ticket per PGPROC (0: not waiting), so every
+/// backend has its entry and clears only its own; sized by the server's process count,
+/// which is fixed for the life of the server.
+const WAITERS_NAME: &CStr = c"auth_ext hash waiters v1";
+
+/// The waiters' block, for every thread of the process (set once attached).
+static WAITERS: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
+static WAITERS_LEN: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static SHARED: std::cell::Cell<*mut Shared> = const { std::cell::Cell::new(std::ptr::null_mut()) };
@@ -80,6 +83,18 @@ static SHARED_ANY: std::sync::atomic::AtomicPtr<Shared> =
 /// The size to reserve (`shared_preload_libraries`) or allocate.
 pub fn size() -> usize {
     std::mem::size_of::<Shared>()
+}
+
+/// The size to reserve for the waiters' block: the process count is not known yet when
+/// libraries are preloaded, so it is estimated from the settings it derives from (what is
+/// missing comes from the reserve for late allocations).
+fn waiters_reserve() -> usize {
+    // SAFETY: settings Postgres has read before it preloads libraries.
+    let procs = unsafe {
+        // Autovacuum workers, auxiliary processes, prepared transactions: a few dozen.
+        pg_sys::MaxConnections + pg_sys::max_worker_processes + pg_sys::max_wal_senders + 64
+    };
+    procs.max(0) as usize * std::mem::size_of::<AtomicU32>()
 }
 
 /// AddinShmemInitLock, which Postgres provides for exactly this (lwlocknames.txt: 21 in
@@ -107,8 +122,20 @@ fn shared() -> *mut Shared {
             (*p).tranche = tranche;
             pg_sys::LWLockInitialize(&raw mut (*p).lock, tranche);
         }
+        let n = (*pg_sys::ProcGlobal).allProcCount as usize;
+        let mut found_waiters = false;
+        let w = pg_sys::ShmemInitStruct(
+            WAITERS_NAME.as_ptr(),
+            n * std::mem::size_of::<AtomicU32>(),
+            &mut found_waiters,
+        ) as *mut AtomicU32;
+        if !found_waiters {
+            std::ptr::write_bytes(w as *mut u8, 0, n * std::mem::size_of::<AtomicU32>());
+        }
         pg_sys::LWLockRelease(addin_lock());
         pg_sys::LWLockRegisterTranche((*p).tranche, c"auth_ext".as_ptr());
+        WAITERS_LEN.store(n, Ordering::Release);
+        WAITERS.store(w, Ordering::Release);
         p
     };
     SHARED.with(|s| s.set(p));
@@ -148,21 +175,37 @@ pub fn release_worker() {
     let _ = workers.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
 }
 
-/// Take one of `max` hashing places in turn: only when fewer waiters came before this one
-/// (by ticket; for a backend that found no waiting slot, every registered waiter) than
-/// there are free places, so a place given back goes to the oldest waiter, never to a
-/// newcomer. The count in `hashes` alone keeps the bound; the order only decides who.
-pub fn take_hash(max: u32, waiting: Option<usize>) -> bool {
+/// The waiters' entries (attached by [`shared`] before any hash is asked for).
+fn waiters() -> &'static [AtomicU32] {
+    let p = WAITERS.load(Ordering::Acquire);
+    if p.is_null() {
+        return &[];
+    }
+    // SAFETY: WAITERS_LEN entries in shared memory, valid for the life of the server, set
+    // before the pointer was published.
+    unsafe { std::slice::from_raw_parts(p, WAITERS_LEN.load(Ordering::Acquire)) }
+}
+
+/// Whether ticket `a` was given out before ticket `b` (tickets wrap around).
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// Take one of `max` hashing places in turn: only when fewer backends with an earlier
+/// ticket wait than there are free places, so a place given back goes to the longest
+/// waiter, never to a newcomer. The count in `hashes` alone keeps the bound; the order
+/// only decides who.
+pub fn take_hash(max: u32, ticket: u32) -> bool {
     // SAFETY: atomics in shared memory, valid for the life of the server.
     let shared = unsafe { &*shared() };
     let running = shared.hashes.load(Ordering::Acquire);
     if running >= max {
         return false;
     }
-    let mine = waiting.map(|s| shared.hash_tickets[s].load(Ordering::Acquire));
-    let ahead = (0..WAITERS)
-        .filter(|&i| Some(i) != waiting && shared.hash_waiters[i].load(Ordering::Acquire) != 0)
-        .filter(|&i| mine.is_none_or(|t| shared.hash_tickets[i].load(Ordering::Acquire) < t))
+    let ahead = waiters()
+        .iter()
+        .map(|w| w.load(Ordering::Acquire))
+        .filter(|&t| t != 0 && before(t, ticket))
         .count() as u32;
     ahead < max - running
         && shared
@@ -187,59 +230,67 @@ pub fn wake(latch: *mut pg_sys::Latch) {
     unsafe { set_latch_from_any_thread(latch) }
 }
 
-/// Give a hashing place back and wake the oldest waiting backend (callable from any thread
-/// of the process: atomics, and SetLatch, which only signals).
+/// Give a hashing place back and wake the longest-waiting backend (callable from any
+/// thread of the process: atomics, and SetLatch, which only signals).
 pub fn release_hash() {
     // SAFETY: as above. The pointer was set by the backend's thread before any hash ran.
     let shared = unsafe { &*SHARED_ANY.load(Ordering::Acquire) };
     let _ = shared
         .hashes
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    wake_oldest_waiter(shared);
+    wake_longest_waiter();
 }
 
-fn wake_oldest_waiter(shared: &Shared) {
-    let oldest = (0..WAITERS)
-        .filter_map(|i| {
-            let procno = shared.hash_waiters[i].load(Ordering::Acquire) - 1;
-            (procno >= 0).then(|| (shared.hash_tickets[i].load(Ordering::Acquire), procno))
-        })
-        .min();
+fn wake_longest_waiter() {
+    let mut oldest: Option<(u32, usize)> = None;
+    for (procno, w) in waiters().iter().enumerate() {
+        let t = w.load(Ordering::Acquire);
+        if t != 0 && oldest.is_none_or(|(o, _)| before(t, o)) {
+            oldest = Some((t, procno));
+        }
+    }
     if let Some((_, procno)) = oldest {
-        // SAFETY: a live backend's PGPROC (it unregisters before it exits); a latch set
-        // after it moved on only makes it look once more.
+        // SAFETY: a PGPROC of the server's array (entries are indexed by pgprocno); setting
+        // the latch of a backend that has moved on only makes it look once more.
         let latch = unsafe {
-            let proc_ = (*pg_sys::ProcGlobal).allProcs.add(procno as usize);
+            let proc_ = (*pg_sys::ProcGlobal).allProcs.add(procno);
             &raw mut (*proc_).procLatch
         };
         wake(latch);
     }
 }
 
-/// Register this backend as waiting for a hashing place, with the next ticket; the slot to
-/// give back, or None when every slot is taken (it then takes a place only when no
-/// registered waiter could).
-pub fn wait_for_hash() -> Option<usize> {
-    // SAFETY: as above; MyProc is set for every backend.
-    let (shared, me) = unsafe { (&*shared(), (*pg_sys::MyProc).pgprocno + 1) };
-    let slot = shared.hash_waiters.iter().position(|w| {
-        w.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    })?;
-    // Until the ticket is stored, others see the slot's old (smaller) ticket and count this
-    // backend as ahead of them: a moment of caution, never a place too many.
-    let ticket = shared.hash_next_ticket.fetch_add(1, Ordering::AcqRel);
-    shared.hash_tickets[slot].store(ticket, Ordering::Release);
-    Some(slot)
+/// This backend's entry among the waiters.
+fn my_waiter_entry() -> Option<&'static AtomicU32> {
+    // SAFETY: MyProc is set for every backend before it runs SQL.
+    let procno = unsafe { (*pg_sys::MyProc).pgprocno } as usize;
+    waiters().get(procno)
 }
 
-/// Stop waiting (the slot of [`wait_for_hash`]): after taking a place, or giving up. The
-/// next waiter is woken, in case a place is free for it now.
-pub fn stop_waiting_for_hash(slot: usize) {
+/// Queue this backend for a hashing place: its ticket.
+pub fn wait_for_hash() -> u32 {
     // SAFETY: as above.
     let shared = unsafe { &*shared() };
-    shared.hash_waiters[slot].store(0, Ordering::Release);
-    wake_oldest_waiter(shared);
+    let ticket = loop {
+        let t = shared.hash_next_ticket.fetch_add(1, Ordering::AcqRel);
+        if t != 0 {
+            break t;
+        }
+    };
+    if let Some(w) = my_waiter_entry() {
+        w.store(ticket, Ordering::Release);
+    }
+    ticket
+}
+
+/// Leave the queue (after taking a place, giving up, an error, or at exit; doing it twice
+/// is harmless) and wake the next waiter, in case a place is free for it now.
+pub fn stop_waiting_for_hash() {
+    if let Some(w) = my_waiter_entry() {
+        if w.swap(0, Ordering::AcqRel) != 0 {
+            wake_longest_waiter();
+        }
+    }
 }
 
 /// Hashes computing right now in the cluster (for tests and the benchmark).
@@ -305,7 +356,7 @@ mod preload {
             if let Some(previous) = PREVIOUS {
                 previous();
             }
-            pgrx::pg_sys::RequestAddinShmemSpace(super::size());
+            pgrx::pg_sys::RequestAddinShmemSpace(super::size() + super::waiters_reserve());
         }
     }
 }
@@ -319,7 +370,7 @@ pub fn init() {
         // Before 15 the space is requested from _PG_init itself.
         #[cfg(any(feature = "pg13", feature = "pg14"))]
         unsafe {
-            pg_sys::RequestAddinShmemSpace(size());
+            pg_sys::RequestAddinShmemSpace(size() + waiters_reserve());
         }
     }
 }

@@ -306,7 +306,7 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
             ));
         }
     };
-    let verdict = hashing::verify(password, &stored, cost)?;
+    let (verdict, upgraded) = hashing::verify_upgrading(password, &stored, cost)?;
     if verdict == Verdict::Mismatch {
         return Err(failed_sign_in(
             &email,
@@ -334,8 +334,7 @@ fn sign_in_checked(email: Option<&str>, password: Option<&str>) -> AuthResult<Va
         ));
     }
     lockout::succeeded();
-    if verdict == Verdict::MatchNeedsRehash {
-        let upgraded = hashing::hash(password, cost)?;
+    if let Some(upgraded) = upgraded {
         db::exec(
             "update auth.users set encrypted_password = $2, updated_at = pg_catalog.now() where id = $1",
             &[user_id.into(), upgraded.into()],
@@ -367,23 +366,23 @@ fn new_password_hash(user_id: pgrx::Uuid, password: Option<&str>) -> AuthResult<
         "select u.email, u.encrypted_password from auth.users u where u.id = $1",
         &[user_id.into()],
     )?;
-    let stored = stored.unwrap_or_default();
-    if !stored.is_empty() {
-        let req = request::current();
-        lockout::begin_named(&format!("password_check:{user_id}"))?;
-        let same = hashing::verify(password, &stored, cost())? != Verdict::Mismatch;
-        lockout::failed(sessions::audit_entry(
-            "user_password_checked",
-            Some(&user_id.to_string()),
-            email.as_deref(),
-            &req,
-            json!({"same_password": same}),
-        ));
-        if same {
-            return Err(AuthError::SamePassword);
-        }
-    }
-    hashing::hash(password, cost())
+    let stored = stored.filter(|s| !s.is_empty());
+    let Some(stored) = stored else {
+        return hashing::hash(password, cost());
+    };
+    let req = request::current();
+    lockout::begin_named(&format!("password_check:{user_id}"))?;
+    // The comparison and the new hash under one hashing place: a change that cannot get
+    // one fails having compared nothing and counted nothing.
+    let new_hash = hashing::compare_then_hash(password, Some(&stored), cost())?;
+    lockout::failed(sessions::audit_entry(
+        "user_password_checked",
+        Some(&user_id.to_string()),
+        email.as_deref(),
+        &req,
+        json!({"same_password": new_hash.is_none()}),
+    ));
+    new_hash.ok_or(AuthError::SamePassword)
 }
 
 /// SQL (behind auth.update_user): the hash of the user's new password.

@@ -213,6 +213,73 @@ def test_the_hash_runs_at_the_configured_priority(nice, policy):
 
 
 @pytest.mark.parametrize("how", ["cancel", "terminate"])
+def test_a_waiter_that_is_cancelled_or_terminated_leaves_the_queue(how):
+    """A waiter cut short must not stay queued: a stale entry would count as ahead of every
+    later caller for good."""
+    slow_hashes()
+    holder, _, t, _ = start_slow_sign_up(f"holder-{uuid.uuid4().hex[:8]}@example.io")
+    waiter, wpid, wt, wresult = None, None, None, {}
+    waiter = api()
+    wpid = waiter.execute("select pg_backend_pid() as p").fetchone()["p"]
+
+    def go():
+        try:
+            waiter.execute("set local role anon")
+            waiter.execute("select auth.sign_up(%s, %s)", (f"cut-{uuid.uuid4().hex[:8]}@example.io", PASSWORD))
+            waiter.commit()
+            wresult["state"] = "ok"
+        except psycopg.Error as e:
+            wresult["state"] = e.sqlstate
+
+    wt = threading.Thread(target=go)
+    wt.start()
+    time.sleep(0.3)
+    with admin() as c:
+        c.execute(f"select pg_{how}_backend(%s)", (wpid,))
+    wt.join()
+    waiter.close()
+    assert wresult.get("state") != "ok"
+    t.join()
+    holder.close()
+    # With the holder done and the waiter gone, a call with no patience at all gets a place.
+    system(argon2_iterations=None)
+    with admin() as c:
+        with c.transaction():
+            c.execute("set local auth.password_hash_wait = 0")
+            c.execute("select auth.sign_up(%s, %s)", (f"after-{uuid.uuid4().hex[:8]}@example.io", PASSWORD))
+
+
+def test_a_password_change_that_gets_no_place_compares_and_writes_nothing():
+    [e] = accounts(1)
+    with api() as c:
+        c.execute("set local role anon")
+        token = c.execute("select auth.sign_in(%s, %s) ->> 'access_token' as t", (e, PASSWORD)).fetchone()["t"]
+        c.commit()
+    slow_hashes()
+    holder, _, t, _ = start_slow_sign_up(f"holder-{uuid.uuid4().hex[:8]}@example.io")
+    try:
+        with admin() as c:
+            with pytest.raises(psycopg.Error) as err:
+                with c.transaction():
+                    c.execute("set local auth.password_hash_wait = '50ms'")
+                    c.execute("select auth.authenticate(%s)", (token,))
+                    c.execute("select auth.update_user('{\"password\": \"a-new-password-1\"}')")
+    finally:
+        t.join()
+        holder.close()
+    assert err.value.sqlstate == "53000"
+    with admin() as c:
+        uid = c.execute("select id from auth.users where email = %s", (e,)).fetchone()["id"]
+        assert c.execute("select count(*) as n from auth.audit_log_entries where payload ->> 'action' = "
+                         "'user_password_checked' and payload ->> 'actor_id' = %s", (str(uid),)).fetchone()["n"] == 0
+        assert c.execute("select count(*) as n from auth.sign_in_failures where key like %s",
+                         (f"%{uid}%",)).fetchone()["n"] == 0
+    with api() as c:
+        c.execute("set local role anon")
+        c.execute("select auth.sign_in(%s, %s)", (e, PASSWORD))
+
+
+@pytest.mark.parametrize("how", ["cancel", "terminate"])
 def test_a_cancelled_or_terminated_backend_gives_its_place_back(how):
     slow_hashes()
     holder, pid, t, result = start_slow_sign_up(f"gone-{uuid.uuid4().hex[:8]}@example.io")
