@@ -45,7 +45,23 @@ pub static TOKEN_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4096);
 pub static AUTONOMOUS_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static PASSWORD_HASH_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static PASSWORD_HASH_WAIT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-pub static PASSWORD_HASH_NICE: GucSetting<i32> = GucSetting::<i32>::new(19);
+pub static PASSWORD_HASH_PRIORITY: GucSetting<HashPriority> =
+    GucSetting::<HashPriority>::new(HashPriority::Low);
+
+/// CPU priority of the threads that hash passwords (`auth.password_hash_priority`).
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HashPriority {
+    /// As the backend's (nice 0).
+    #[name = c"normal"]
+    Normal,
+    /// nice 19: queries come first, hashing still gets a share of a busy CPU.
+    #[name = c"low"]
+    Low,
+    /// nice 19 in the idle scheduling class: a waking query preempts a hash at once, and a
+    /// CPU that queries keep busy does next to no hashing.
+    #[name = c"idle"]
+    Idle,
+}
 
 fn int(
     name: &'static CStr,
@@ -273,13 +289,13 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::default(),
     );
-    int(
-        c"auth.password_hash_nice",
-        c"CPU priority (nice) of the threads that hash passwords: 0 as queries, 19 the lowest.",
-        c"At 19 the threads also take the idle scheduling class, which queries preempt at once; 0 hashes at the priority of the backend.",
-        &PASSWORD_HASH_NICE,
-        (0, 19),
-        plain(),
+    GucRegistry::define_enum_guc(
+        c"auth.password_hash_priority",
+        c"CPU priority of the threads that hash passwords: normal, low (nice 19) or idle (the idle scheduling class).",
+        c"low: queries come first and hashing keeps a share of a busy CPU; idle: a waking query preempts a hash at once, but busy CPUs do next to no hashing.",
+        &PASSWORD_HASH_PRIORITY,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     int(
         c"auth.password_hash_wait",

@@ -8,14 +8,14 @@
 //!   then fails with `over_request_rate_limit` (53000), having written nothing. Every path
 //!   waits alike, the dummy hash of an unknown address too, so waiting says nothing about
 //!   an account.
-//! - The hash itself runs in a thread of the lowest CPU priority (`auth.password_hash_nice`,
-//!   19, and on Linux the idle scheduling class), which a query preempts as soon as it
-//!   wakes: hashing takes what CPU the rest of the cluster leaves.
+//! - The hash itself runs in a thread of low CPU priority (`auth.password_hash_priority`:
+//!   `low`, nice 19, by default; `idle`, the idle scheduling class, which a waking query
+//!   preempts at once but which a busy CPU starves), so queries come first.
 //!
-//! A place is held for exactly as long as a hash computes: the thread gives it back when it
-//! is done, even when the call that asked for it was cancelled meanwhile; a backend that
-//! exits gives back the places of hashes still running in it (a crashed one restarts the
-//! server, which clears them all).
+//! A place is given back once, by the thread when its work ends (even when the call that
+//! asked for it was cancelled meanwhile, or the work panicked), or by the backend's exit
+//! callback when the backend exits first; a crashed backend restarts the server, which
+//! clears them all.
 
 use crate::config;
 use crate::error::{AuthError, AuthResult};
@@ -169,34 +169,36 @@ fn take_place() -> AuthResult<Arc<Place>> {
     }
 }
 
+/// Lower the calling thread's CPU priority (a thread is a task of its own on Linux, with
+/// its own nice value and scheduling class; lowering needs no privilege).
+fn lower_priority(priority: config::HashPriority) {
+    use config::HashPriority::*;
+    if priority == Normal {
+        return;
+    }
+    // SAFETY: both calls change the calling thread only (PRIO_PROCESS with its thread id;
+    // sched_setscheduler with pid 0).
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+        #[cfg(target_os = "linux")]
+        if priority == Idle {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+        }
+    }
+}
+
 /// Run `work` (a hash or a verification) in a low-priority thread holding a place, and wait
 /// for it, answering cancels meanwhile.
 fn run<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> AuthResult<R> {
     let place = take_place()?;
     let mine = place.clone();
     let (tx, rx) = mpsc::channel();
-    let nice = config::PASSWORD_HASH_NICE.get().clamp(0, 19);
+    let priority = config::PASSWORD_HASH_PRIORITY.get();
     // SAFETY: the backend's latch lives as long as the backend; the thread only sets it.
     let latch = unsafe { pg_sys::MyLatch } as usize;
     let body = move || {
-        // SAFETY: per-thread on Linux (a thread is a task with its own nice value); it only
-        // ever lowers this thread's priority.
-        if nice > 0 {
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
-            }
-        }
-        // At the lowest priority, the idle scheduling class too: a query that wakes up on
-        // a core that hashes preempts the hash at once, where a thread of nice 19 may still
-        // run until the next scheduler tick (4 ms at 250 Hz). Lowering needs no privilege.
-        #[cfg(target_os = "linux")]
-        if nice == 19 {
-            // SAFETY: with pid 0, sched_setscheduler changes the calling thread only.
-            unsafe {
-                let param = libc::sched_param { sched_priority: 0 };
-                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-            }
-        }
+        lower_priority(priority);
         let finish = Finish { place: mine, latch };
         let _ = tx.send(work());
         drop(finish);
