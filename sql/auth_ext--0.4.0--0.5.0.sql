@@ -1036,31 +1036,34 @@ begin
     raise exception 'validation_failed: batch_size must be between 1 and 100000'
       using errcode = '22023';
   end if;
-  delete from auth.sessions d
-   where d.id in (select s.id from auth.sessions s
-                   where not auth._session_is_live(s.id)
-                   limit batch_size
-                   for update skip locked);
+  -- Each batch is chosen once, in a materialized CTE: as the subquery of an IN, a plan
+  -- may run the LIMIT again for every row it compares and delete more than the batch.
+  with batch as materialized (
+    select s.id from auth.sessions s where not auth._session_is_live(s.id)
+     limit batch_size for update skip locked)
+  delete from auth.sessions d using batch b where d.id = b.id;
   get diagnostics n_sessions = row_count;
-  delete from auth.refresh_tokens d
-   where d.id in (select t.id from auth.refresh_tokens t
-                   where t.revoked and t.updated_at < pg_catalog.now() - auth._seconds('auth.revoked_token_retention')
-                   limit batch_size
-                   for update skip locked);
+  with batch as materialized (
+    select t.id from auth.refresh_tokens t
+     where t.revoked and t.updated_at < pg_catalog.now() - auth._seconds('auth.revoked_token_retention')
+     limit batch_size for update skip locked)
+  delete from auth.refresh_tokens d using batch b where d.id = b.id;
   get diagnostics n_tokens = row_count;
   delete from auth.sign_in_failures f
    where f.failed_at < pg_catalog.now() - auth._seconds('auth.lockout_window');
   delete from auth.rate_limits r
    where r.window_start < pg_catalog.now() - auth._seconds('auth.email_rate_window');
   -- Expired one-time tokens, and outbox messages whose tokens have expired.
-  delete from auth.one_time_tokens d
-   where d.id in (select o.id from auth.one_time_tokens o where o.expires_at < pg_catalog.now()
-                   limit batch_size for update skip locked);
+  with batch as materialized (
+    select o.id from auth.one_time_tokens o where o.expires_at < pg_catalog.now()
+     limit batch_size for update skip locked)
+  delete from auth.one_time_tokens d using batch b where d.id = b.id;
   get diagnostics n_otps = row_count;
-  delete from auth.email_outbox d
-   where d.id in (select m.id from auth.email_outbox m
-                   where m.created_at < pg_catalog.now() - auth._seconds('auth.otp_expiry')
-                   limit batch_size for update skip locked);
+  with batch as materialized (
+    select m.id from auth.email_outbox m
+     where m.created_at < pg_catalog.now() - auth._seconds('auth.otp_expiry')
+     limit batch_size for update skip locked)
+  delete from auth.email_outbox d using batch b where d.id = b.id;
   get diagnostics n_outbox = row_count;
   return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens,
                             'one_time_tokens', n_otps, 'email_outbox', n_outbox);

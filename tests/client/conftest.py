@@ -29,9 +29,15 @@ def pg_bindir():
     return subprocess.run([pg_config, "--bindir"], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def fresh_database(name):
+def drop_database(*names):
     with psycopg.connect(dbname="postgres", autocommit=True) as c:
-        c.execute(f'drop database if exists "{name}" with (force)')
+        for name in names:
+            c.execute(f'drop database if exists "{name}" with (force)')
+
+
+def fresh_database(name):
+    drop_database(name)
+    with psycopg.connect(dbname="postgres", autocommit=True) as c:
         c.execute(f'create database "{name}"')
     with admin(name) as c:
         c.execute("create extension auth_ext")

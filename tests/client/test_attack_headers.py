@@ -10,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import admin, api, fresh_database
+from conftest import admin, api, drop_database, fresh_database
 
 DB = "auth_attack_headers"
 PASSWORD = "headers-password-1"
@@ -32,8 +32,7 @@ def headers_database(database):
     fresh_database(DB)
     settings(lockout_ip_max_failures=IP_LIMIT, lockout_max_failures=1000)
     yield
-    with psycopg.connect(dbname="postgres", autocommit=True) as c:
-        c.execute(f'drop database if exists "{DB}" with (force)')
+    drop_database(DB)
 
 
 @pytest.fixture(autouse=True)

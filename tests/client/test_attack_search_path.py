@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from psycopg.rows import dict_row
 
-from conftest import admin, fresh_database
+from conftest import admin, drop_database, fresh_database
 
 DB = "auth_hostile"
 ROLES = ["attack_plain", "attack_api"]  # no grants at all; an API login role
@@ -132,8 +132,8 @@ def hostile():
                   (ISSUER, json.dumps({"keys": [jwk]})))
         c.execute("select auth.sign_up('victim@hostile.example', 'victim-password-1')")
     yield key
+    drop_database(DB)
     with psycopg.connect(dbname="postgres", autocommit=True) as c:
-        c.execute(f'drop database if exists "{DB}" with (force)')
         for r in ROLES:
             c.execute(f"drop role if exists {r}")
 

@@ -13,7 +13,7 @@ import jwt
 import psycopg
 import pytest
 
-from conftest import admin, api, fresh_database
+from conftest import admin, api, drop_database, fresh_database
 
 DB = "auth_attack_stored"
 PASSWORD = "stored-password-1"
@@ -25,8 +25,7 @@ def stored_database(database):
     with admin(DB) as c:
         c.execute(f"alter database {DB} set auth.anonymous_sign_ins = on")
     yield
-    with psycopg.connect(dbname="postgres", autocommit=True) as c:
-        c.execute(f'drop database if exists "{DB}" with (force)')
+    drop_database(DB)
 
 
 def new_email(tag):

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from conftest import API_ROLE, admin, api, fresh_database
+from conftest import API_ROLE, admin, api, drop_database, fresh_database
 
 DB = "auth_attack_tokens"
 MEMORY_DB = "auth_attack_memory"
@@ -33,9 +33,8 @@ def tokens_database(database):
                   "using (user_id = auth.uid())")
         c.execute("grant select on public.victim_notes to authenticated")
     yield
+    drop_database(DB, MEMORY_DB)
     with psycopg.connect(dbname="postgres", autocommit=True) as c:
-        c.execute(f'drop database if exists "{DB}" with (force)')
-        c.execute(f'drop database if exists "{MEMORY_DB}" with (force)')
         for r in c.execute("select rolname from pg_roles where rolname like %s", (ROLE_PREFIX + "%",)).fetchall():
             c.execute(f'drop role "{r[0]}"')
 

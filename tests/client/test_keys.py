@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from conftest import admin, api, fresh_database
+from conftest import admin, api, drop_database, fresh_database
 
 DB = "auth_keys"
 ALGS = ["ES256", "RS256", "EdDSA"]
@@ -30,8 +30,8 @@ def keys_database(database):
         c.execute("create role keys_editor nologin")
         c.execute("grant keys_editor to client_authenticator")
     yield
+    drop_database(DB)
     with psycopg.connect(dbname="postgres", autocommit=True) as c:
-        c.execute(f'drop database if exists "{DB}" with (force)')
         c.execute("drop role if exists keys_editor")
 
 
