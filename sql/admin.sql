@@ -261,6 +261,7 @@ begin
     delete from auth.sessions s where s.user_id = u.id;
     delete from auth.identities i where i.user_id = u.id;
     delete from auth.one_time_tokens o where o.user_id = u.id;
+    delete from auth.flow_state f where f.user_id = u.id;
     update auth.users x
        set deleted_at = pg_catalog.now(), email = null, phone = null, encrypted_password = '',
            email_change = '', raw_user_meta_data = '{}', raw_app_meta_data = '{}', updated_at = pg_catalog.now()

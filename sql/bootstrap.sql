@@ -274,6 +274,34 @@ create table auth.email_outbox (
 comment on table auth.email_outbox is 'auth_ext: account-flow messages waiting for the mailer (they hold live tokens). service_role only.';
 create index email_outbox_unsent_idx on auth.email_outbox (id) where sent_at is null;
 
+-- PKCE (RFC 7636) flows of the email links, as Supabase keeps them: a flow state is made
+-- when a link is sent with a code_challenge, gets an auth code when the link is opened
+-- (auth.verify_link), and is deleted when the code is exchanged for a session
+-- (auth.exchange_code_for_session) or refused. Supabase's columns; two deliberate
+-- differences: auth_code holds the SHA-256 (hex) of the code, never the code (as
+-- refresh_tokens.token does), and is '' until a code is issued; user_id references the
+-- user (on delete cascade), where Supabase's has no foreign key.
+create type auth.code_challenge_method as enum ('s256', 'plain');
+
+create table auth.flow_state (
+  id uuid not null primary key,
+  user_id uuid references auth.users (id) on delete cascade,
+  auth_code text not null,
+  code_challenge_method auth.code_challenge_method not null,
+  code_challenge text not null,
+  provider_type text not null,
+  provider_access_token text,
+  provider_refresh_token text,
+  created_at timestamptz,
+  updated_at timestamptz,
+  authentication_method text not null,
+  auth_code_issued_at timestamptz
+);
+comment on table auth.flow_state is 'stores metadata for pkce logins';
+create index idx_auth_code on auth.flow_state (auth_code);
+create index idx_user_id_auth_method on auth.flow_state (user_id, authentication_method);
+create index flow_state_created_at_idx on auth.flow_state (created_at desc);
+
 -- Counters for rate limits other than the sign-in lockout (messages per address),
 -- in fixed windows.
 create table auth.rate_limits (
@@ -298,3 +326,4 @@ select pg_catalog.pg_extension_config_dump('auth.one_time_tokens', '');
 select pg_catalog.pg_extension_config_dump('auth.secret_keys', '');
 select pg_catalog.pg_extension_config_dump('auth.email_outbox', '');
 select pg_catalog.pg_extension_config_dump('auth.email_outbox_id_seq', '');
+select pg_catalog.pg_extension_config_dump('auth.flow_state', '');

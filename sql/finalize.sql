@@ -504,13 +504,17 @@ comment on function auth.drop_trusted_issuer(text) is
 -- The public entry points that touch owner-only tables. SECURITY DEFINER so that anon
 -- can sign up and in without any right on auth.*; search_path pinned so no object of the
 -- caller's can stand in for ours. The Rust functions behind them qualify every name.
+-- code_challenge and code_challenge_method make the confirmation link (with
+-- auth.require_email_confirmation on) a PKCE flow; they are checked first.
 create function auth.sign_up(email text, password text, data jsonb default '{}'::jsonb,
-                             redirect_to text default null)
+                             redirect_to text default null, code_challenge text default null,
+                             code_challenge_method text default null)
 returns jsonb
 language sql volatile security definer
 set search_path = pg_catalog, pg_temp
-return auth._sign_up_with_redirect(email, password, data::text, redirect_to);
-comment on function auth.sign_up(text, text, jsonb, text) is
+return auth._sign_up_with_flow(email, password, data::text, redirect_to,
+                               auth._pkce_flow(code_challenge, code_challenge_method)::text);
+comment on function auth.sign_up(text, text, jsonb, text, text, text) is
   'Create a user with email and password; returns a session object like GoTrue''s /signup (the user object alone when auth.require_email_confirmation is on).';
 
 comment on function auth.sign_in(text, text) is
@@ -552,6 +556,9 @@ begin
     insert into auth.sign_in_failures (key, failed_at)
     select k, pg_catalog.now()
       from pg_catalog.jsonb_array_elements_text(job -> 'count_failures' -> 'keys') k;
+  end if;
+  if job ? 'delete_flow_state' then
+    delete from auth.flow_state where id = (job ->> 'delete_flow_state')::uuid;
   end if;
   if job ? 'audit' then
     insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address)
@@ -614,6 +621,7 @@ declare
   n_tokens bigint;
   n_otps bigint;
   n_outbox bigint;
+  n_flows bigint;
 begin
   if batch_size is null or batch_size < 1 or batch_size > 100000 then
     raise exception 'validation_failed: batch_size must be between 1 and 100000'
@@ -648,12 +656,49 @@ begin
      limit batch_size for update skip locked)
   delete from auth.email_outbox d using batch b where d.id = b.id;
   get diagnostics n_outbox = row_count;
+  -- PKCE flow states whose code has expired, or whose link has (no code was issued).
+  with batch as materialized (
+    select f.id from auth.flow_state f
+     where f.auth_code_issued_at < pg_catalog.now() - interval '5 minutes'
+        or (f.auth_code_issued_at is null and f.created_at < pg_catalog.now() - auth._seconds('auth.otp_expiry'))
+     limit batch_size for update skip locked)
+  delete from auth.flow_state d using batch b where d.id = b.id;
+  get diagnostics n_flows = row_count;
   return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens,
-                            'one_time_tokens', n_otps, 'email_outbox', n_outbox);
+                            'one_time_tokens', n_otps, 'email_outbox', n_outbox, 'flow_state', n_flows);
 end
 $$;
 comment on function auth.cleanup(integer) is
-  'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens and outbox messages, in batches.';
+  'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens, outbox messages and PKCE flow states, in batches.';
+
+-- GoTrue's GET /settings, from this database's settings: email sign-in is always on, phone
+-- and SAML never are; of the external providers, those registered for sign-in with an ID
+-- token (a trusted issuer that auth.sign_in_with_id_token knows by GoTrue's provider name:
+-- google, apple) are on. Sign-up cannot be turned off. SECURITY DEFINER: the trusted
+-- issuers are readable by service_role alone.
+create function auth.settings() returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+begin atomic
+  select pg_catalog.jsonb_build_object(
+    'external', pg_catalog.jsonb_build_object(
+      'anonymous_users', (s.v ->> 'anonymous_sign_ins')::boolean,
+      'apple', exists (select from auth.trusted_issuers t where t.issuer = 'https://appleid.apple.com'),
+      'azure', false, 'bitbucket', false, 'discord', false, 'facebook', false, 'figma', false,
+      'fly', false, 'github', false, 'gitlab', false,
+      'google', exists (select from auth.trusted_issuers t where t.issuer = 'https://accounts.google.com'),
+      'kakao', false, 'keycloak', false, 'linkedin', false, 'linkedin_oidc', false, 'notion', false,
+      'slack', false, 'slack_oidc', false, 'spotify', false, 'twitch', false, 'twitter', false,
+      'workos', false, 'zoom', false, 'email', true, 'phone', false),
+    'disable_signup', false,
+    'mailer_autoconfirm', not (s.v ->> 'confirm')::boolean,
+    'phone_autoconfirm', false,
+    'sms_provider', '',
+    'saml_enabled', false)
+  from (select auth._flow_settings(null) as v) s;
+end;
+comment on function auth.settings() is
+  'The settings clients read from GoTrue''s GET /settings: enabled providers, autoconfirm, sign-up.';
 
 -- Whatever writes them (the API, a trigger, an administrator's UPDATE), the JSON columns
 -- that later calls read back hold only what JSON clients can read: numbers a double can
@@ -716,13 +761,19 @@ revoke all on all functions in schema auth from public;
 grant usage on schema auth to public;
 
 grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt() to public;
-grant execute on function auth.sign_up(text, text, jsonb, text), auth.sign_in(text, text)
+grant execute on function auth.sign_up(text, text, jsonb, text, text, text), auth.sign_in(text, text)
   to anon, authenticated, service_role;
 -- Account flows: anyone may ask for a link or code and verify one; auth.user() and
 -- auth.update_user() act on the caller's own user (anon gets no_authorization).
-grant execute on function auth.recover(text, text), auth.sign_in_with_otp(text, boolean, jsonb, text),
-  auth.resend(text, text, text), auth.verify_otp(text, text, text),
+grant execute on function auth.recover(text, text, text, text),
+  auth.sign_in_with_otp(text, boolean, jsonb, text, text, text),
+  auth.resend(text, text, text, text, text), auth.verify_otp(text, text, text),
   auth."user"(), auth.update_user(jsonb, text)
+  to anon, authenticated, service_role;
+-- PKCE: opening a link and exchanging its code are steps of a sign-in; the settings are
+-- what GoTrue shows every client.
+grant execute on function auth.verify_link(text, text, text), auth.exchange_code_for_session(text, text),
+  auth.settings()
   to anon, authenticated, service_role;
 -- Anonymous and ID-token sign-in are sign-ins like the others.
 grant execute on function auth.sign_in_anonymously(jsonb), auth.sign_in_with_id_token(text, text, text)
@@ -741,6 +792,8 @@ grant update (sent_at) on auth.email_outbox to service_role;
 -- authenticate switches only to roles the connection could SET ROLE to anyway. The login
 -- role of a thin API layer (PostgREST's authenticator) calls authenticate itself.
 grant execute on function auth.verify_jwt(text), auth.authenticate(text) to public;
+-- authenticate_request is authenticate behind the gateway's API-key check: no more.
+grant execute on function auth.authenticate_request(text, text) to public;
 grant execute on function auth.sign_jwt(jsonb) to service_role;
 grant execute on function auth.refresh(text) to anon, authenticated, service_role;
 grant execute on function auth.sign_out(text) to anon, authenticated, service_role;

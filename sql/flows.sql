@@ -196,9 +196,72 @@ begin
 end
 $$;
 
+-- The PKCE parameters of a call that sends a link, by GoTrue's rules: both or neither (an
+-- empty string counts as absent); the method s256 or plain, in any case; the challenge 43
+-- to 128 characters of [A-Za-z0-9._~-] (RFC 7636, 4.2). NULL without them, else
+-- {"code_challenge", "code_challenge_method"} with the method lower-cased.
+create function auth._pkce_flow(code_challenge text, code_challenge_method text) returns jsonb
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  challenge text := nullif(code_challenge, '');
+  method text := pg_catalog.lower(nullif(code_challenge_method, ''));
+begin
+  if challenge is null and method is null then
+    return null;
+  end if;
+  if challenge is null or method is null then
+    raise exception 'validation_failed: PKCE flow requires code_challenge_method and code_challenge'
+      using errcode = '22023';
+  end if;
+  if method not in ('s256', 'plain') then
+    raise exception 'validation_failed: unsupported code_challenge method "%"', pg_catalog.left(code_challenge_method, 32)
+      using errcode = '22023';
+  end if;
+  if pg_catalog.length(challenge) not between 43 and 128 then
+    raise exception 'validation_failed: code challenge has to be between 43 and 128 characters'
+      using errcode = '22023';
+  end if;
+  if challenge !~ '^[A-Za-z0-9._~-]+$' then
+    raise exception 'validation_failed: code challenge can only contain alphanumeric characters, hyphens, periods, underscores and tildes'
+      using errcode = '22023';
+  end if;
+  return pg_catalog.jsonb_build_object('code_challenge', challenge, 'code_challenge_method', method);
+end
+$$;
+
+-- The flows' settings with the PKCE flow of the call, if it has one (auth._issue_otp
+-- reads it there).
+create function auth._with_pkce(s jsonb, pkce jsonb) returns jsonb
+language sql immutable parallel safe
+return case when pkce is null then s else s || pg_catalog.jsonb_build_object('pkce', pkce) end;
+
+-- A PKCE flow state for the link about to be sent to the user. It replaces the user's flows
+-- of the same purpose whose code was never issued (their links are replaced too: one token
+-- per user and purpose). authentication_method is the amr method of the session the code
+-- will give, as verify_otp names it. No code yet: auth.verify_link issues one.
+create function auth._new_flow_state(uid uuid, action text, pkce jsonb) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  method text := case action when 'signup' then 'email/signup' else action end;
+begin
+  delete from auth.flow_state f
+   where f.user_id = uid and f.authentication_method = method and f.auth_code_issued_at is null;
+  insert into auth.flow_state (id, user_id, auth_code, code_challenge_method, code_challenge, provider_type,
+                               created_at, updated_at, authentication_method)
+  values (pg_catalog.gen_random_uuid(), uid, '', (pkce ->> 'code_challenge_method')::auth.code_challenge_method,
+          pkce ->> 'code_challenge', 'email', pg_catalog.now(), pg_catalog.now(), method);
+end
+$$;
+
 -- Issue a one-time token for `action` (signup, recovery, magiclink, email_change, invite)
 -- to `address`, replacing the user's previous one for the same purpose; return the
--- message (the user object and email_data with the token).
+-- message (the user object and email_data with the token). With a PKCE flow in `s`, a
+-- flow state is made and the link token carries GoTrue's pkce_ prefix, which makes
+-- auth.verify_link answer an auth code instead of a session.
 create function auth._issue_otp(uid uuid, action text, address text, s jsonb) returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
@@ -210,8 +273,13 @@ declare
     when 'invite' then 'invite_token' end;
   t text[] := auth._new_otp();
   tid uuid := pg_catalog.gen_random_uuid();
+  link text := t[1];
   u auth.users;
 begin
+  if s ? 'pkce' then
+    perform auth._new_flow_state(uid, action, s -> 'pkce');
+    link := 'pkce_' || t[1];
+  end if;
   insert into auth.one_time_tokens as o (id, user_id, token_type, token_hash, code_hash, relates_to, created_at, expires_at)
   values (tid, uid, kind, auth._otp_hash(t[1]), auth._otp_hash(tid::text || ':' || t[2]), address,
           pg_catalog.now(), pg_catalog.now() + pg_catalog.make_interval(secs => (s ->> 'otp_expiry')::integer))
@@ -230,7 +298,7 @@ begin
     'user', auth._user_json(u),
     'email_data', pg_catalog.jsonb_build_object(
       'token', t[2],
-      'token_hash', t[1],
+      'token_hash', link,
       'redirect_to', s ->> 'redirect_to',
       'email_action_type', action,
       'site_url', s ->> 'site_url',
@@ -318,14 +386,15 @@ exception when sqlstate 'AUXDC' then
 end
 $$;
 
--- sign_up with auth.require_email_confirmation on: the new user gets a confirmation and no
--- session. Called by auth._sign_up (src/users.rs).
-create function auth._confirm_sign_up(uid uuid, redirect_to text) returns jsonb
+-- sign_up with auth.require_email_confirmation on: the new user gets a confirmation (for
+-- the PKCE flow pkce, when given) and no session. Called by auth._sign_up_with_flow
+-- (src/users.rs).
+create function auth._confirm_sign_up(uid uuid, redirect_to text, pkce jsonb) returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  s jsonb := auth._flow_settings(redirect_to);
+  s jsonb := auth._with_pkce(auth._flow_settings(redirect_to), pkce);
   u auth.users;
 begin
   select * into strict u from auth.users x where x.id = uid;
@@ -343,13 +412,13 @@ $$;
 -- confirmation is sent. Confirmed: nothing changes and nothing is sent. Either way the
 -- answer looks like a new sign-up's (a user with a random id), so sign_up does not reveal
 -- who has an account.
-create function auth._repeated_sign_up(address text, hash text, metadata jsonb, redirect_to text)
+create function auth._repeated_sign_up(address text, hash text, metadata jsonb, redirect_to text, pkce jsonb)
 returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  s jsonb := auth._flow_settings(redirect_to);
+  s jsonb := auth._with_pkce(auth._flow_settings(redirect_to), pkce);
   u auth.users;
   decoy uuid;
 begin
@@ -457,7 +526,8 @@ comment on function auth."user"() is
 
 -- GoTrue's PUT /user: data (merged into user_metadata; a null value removes a key),
 -- password (policy-checked; the user's other sessions end), email (a confirmation goes to
--- the new address; the address changes when it is verified).
+-- the new address; the address changes when it is verified; code_challenge and
+-- code_challenge_method, as in GoTrue's body, make its link a PKCE flow).
 create function auth.update_user(attributes jsonb, redirect_to text default null) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -470,17 +540,19 @@ declare
   changed text[] := '{}';
   s jsonb;
   new_hash text;
+  pkce jsonb;
 begin
   if attributes is null or pg_catalog.jsonb_typeof(attributes) <> 'object' then
     raise exception 'validation_failed: attributes must be a JSON object (email, password, data)'
       using errcode = '22023';
   end if;
   select k into bad from pg_catalog.jsonb_object_keys(attributes) k
-   where k not in ('email', 'password', 'data') limit 1;
+   where k not in ('email', 'password', 'data', 'code_challenge', 'code_challenge_method') limit 1;
   if found then
     raise exception 'validation_failed: unknown attribute "%" (email, password and data can be changed)',
       pg_catalog.left(bad, 64) using errcode = '22023';
   end if;
+  pkce := auth._pkce_flow(attributes ->> 'code_challenge', attributes ->> 'code_challenge_method');
   if attributes ? 'password' then
     if pg_catalog.jsonb_typeof(attributes -> 'password') <> 'string' then
       raise exception 'validation_failed: password must be a string' using errcode = '22023';
@@ -512,7 +584,7 @@ begin
     end if;
     addr := auth._normalize_email(attributes ->> 'email');
     if addr is distinct from pg_catalog.lower(u.email) then
-      s := auth._flow_settings(redirect_to);
+      s := auth._with_pkce(auth._flow_settings(redirect_to), pkce);
       perform auth._count_email_send(addr, s);
       if not exists (select from auth.users x
                       where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.id <> u.id) then
@@ -550,13 +622,14 @@ $$;
 comment on function auth.update_user(jsonb, text) is
   'Change the signed-in user''s data, password or email (GoTrue''s PUT /user); returns the user object.';
 
-create function auth.recover(email text, redirect_to text default null) returns jsonb
+create function auth.recover(email text, redirect_to text default null, code_challenge text default null,
+                             code_challenge_method text default null) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   addr text := auth._normalize_email(email);
-  s jsonb := auth._flow_settings(redirect_to);
+  s jsonb := auth._with_pkce(auth._flow_settings(redirect_to), auth._pkce_flow(code_challenge, code_challenge_method));
   uid uuid;
 begin
   perform auth._count_email_send(addr, s);
@@ -567,18 +640,19 @@ begin
   return '{}'::jsonb;
 end
 $$;
-comment on function auth.recover(text, text) is
+comment on function auth.recover(text, text, text, text) is
   'Send a password-recovery link and code to the address if it has an account; the same answer either way.';
 
 create function auth.sign_in_with_otp(email text, create_user boolean default true,
-                                      data jsonb default null, redirect_to text default null)
+                                      data jsonb default null, redirect_to text default null,
+                                      code_challenge text default null, code_challenge_method text default null)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   addr text := auth._normalize_email(email);
-  s jsonb := auth._flow_settings(redirect_to);
+  s jsonb := auth._with_pkce(auth._flow_settings(redirect_to), auth._pkce_flow(code_challenge, code_challenge_method));
   uid uuid;
 begin
   perform auth._check_data(data, 'data');
@@ -620,12 +694,13 @@ begin
   return '{}'::jsonb;
 end
 $$;
-comment on function auth.sign_in_with_otp(text, boolean, jsonb, text) is
+comment on function auth.sign_in_with_otp(text, boolean, jsonb, text, text, text) is
   'Passwordless sign-in: send a magic link and a six-digit code (creating the user unless create_user is false).';
 
 -- Send the pending sign-up confirmation or email change again (GoTrue's /resend); the
 -- same answer whether or not there was one to send.
-create function auth.resend(type text, email text, redirect_to text default null) returns jsonb
+create function auth.resend(type text, email text, redirect_to text default null, code_challenge text default null,
+                            code_challenge_method text default null) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -637,7 +712,7 @@ begin
   if type is null or type not in ('signup', 'email_change') then
     raise exception 'validation_failed: type must be signup or email_change' using errcode = '22023';
   end if;
-  s := auth._flow_settings(redirect_to);
+  s := auth._with_pkce(auth._flow_settings(redirect_to), auth._pkce_flow(code_challenge, code_challenge_method));
   perform auth._count_email_send(addr, s);
   if type = 'signup' then
     select x.id into uid from auth.users x
@@ -655,14 +730,18 @@ begin
   return '{}'::jsonb;
 end
 $$;
-comment on function auth.resend(text, text, text) is
+comment on function auth.resend(text, text, text, text, text) is
   'Send a pending sign-up confirmation or email-change confirmation again.';
 
--- Verify a link token or six-digit code and return a session. type: signup, invite,
--- magiclink, recovery, email_change, or email (a code or link of a sign-up, magic link or
--- invitation). email may be NULL for a link token, which alone identifies its row.
-create function auth.verify_otp(email text, token text, type text) returns jsonb
-language plpgsql volatile security definer
+-- Check a link token or six-digit code and use it up: the work of auth.verify_otp and
+-- auth.verify_link up to the session. type: signup, invite, magiclink, recovery,
+-- email_change, or email (a code or link of a sign-up, magic link or invitation). email may
+-- be NULL for a link token, which alone identifies its row; a link token may carry
+-- GoTrue's pkce_ prefix. The address is confirmed (or, for email_change, replaced) and its
+-- failed attempts cleared. Returns {"user_id", "method" (the amr method), "audit" (the
+-- audit action)}.
+create function auth._consume_otp(email text, token text, type text) returns jsonb
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -676,7 +755,6 @@ declare
   o auth.one_time_tokens;
   u auth.users;
   method text;
-  session jsonb;
 begin
   if kinds is null then
     raise exception 'validation_failed: type must be signup, invite, magiclink, recovery, email_change or email'
@@ -684,6 +762,11 @@ begin
   end if;
   if token is null or token = '' or pg_catalog.length(token) > 256 then
     raise exception 'validation_failed: a token is required' using errcode = '22023';
+  end if;
+  -- The prefix only says which flow the link belongs to (auth.verify_link); the token is
+  -- what follows it.
+  if pg_catalog.starts_with(token, 'pkce_') then
+    token := pg_catalog.substr(token, 6);
   end if;
   if email is not null then
     addr := auth._normalize_email(email);
@@ -748,13 +831,182 @@ begin
     when o.token_type = 'magiclink_token' then 'magiclink'
     when o.token_type = 'recovery_token' then 'recovery'
     else 'email_change' end;
-  session := auth._start_session(u.id, method);
-  perform auth._audit(case o.token_type
+  return pg_catalog.jsonb_build_object(
+    'user_id', u.id,
+    'method', method,
+    'audit', case o.token_type
       when 'confirmation_token' then 'user_signedup' when 'invite_token' then 'invite_accepted'
-      when 'email_change_token_new' then 'user_modified' else 'login' end,
-    u.id, pg_catalog.jsonb_build_object('provider', 'email', 'method', method));
+      when 'email_change_token_new' then 'user_modified' else 'login' end);
+end
+$$;
+
+-- Verify a link token or six-digit code and return a session (GoTrue's POST /verify); see
+-- auth._consume_otp. A link token of a PKCE flow (pkce_...) gives a session here too, as
+-- GoTrue's POST /verify does.
+create function auth.verify_otp(email text, token text, type text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v jsonb := auth._consume_otp(email, token, type);
+  uid uuid := (v ->> 'user_id')::uuid;
+  session jsonb;
+begin
+  session := auth._start_session(uid, v ->> 'method');
+  perform auth._audit(v ->> 'audit', uid, pg_catalog.jsonb_build_object('provider', 'email', 'method', v ->> 'method'));
   return session;
 end
 $$;
 comment on function auth.verify_otp(text, text, text) is
   'Verify a link token or six-digit code (signup, invite, magiclink, recovery, email_change, email); returns a session.';
+
+-- An error caught for an answer that must not raise (auth.verify_link): its code (the
+-- part of the message before the first colon, as every error of ours starts), its text and
+-- its SQLSTATE. A message without a code (an error of Postgres itself) is
+-- unexpected_failure.
+create function auth._error_json(state text, message text) returns jsonb
+language sql immutable parallel safe
+return case
+  when message ~ '^[a-z][a-z0-9_]*: ' then
+    pg_catalog.jsonb_build_object('code', pg_catalog.split_part(message, ':', 1),
+                                  'message', pg_catalog.substr(message, pg_catalog.strpos(message, ': ') + 2),
+                                  'sqlstate', state)
+  else pg_catalog.jsonb_build_object('code', 'unexpected_failure', 'message', message, 'sqlstate', state) end;
+
+-- GoTrue's GET /verify, the target of an email link: the link token is checked and used up
+-- as by auth.verify_otp, and the answer says where to send the browser. An ordinary token
+-- gives {"redirect_to", "session"}; a PKCE flow's (pkce_...) confirms the same way but
+-- gives no session: {"redirect_to", "code"}, the flow state's new auth code, which
+-- auth.exchange_code_for_session trades for a session with the verifier. redirect_to is
+-- the caller's when it lies within auth.site_url or auth.redirect_allow_list, else
+-- auth.site_url. A failure is answered, not raised: {"redirect_to", "error": {"code",
+-- "message", "sqlstate"}}, the browser's redirect carries it; nothing of the failed call
+-- is kept (a subtransaction), but a wrong token counts toward the lockout as in
+-- verify_otp (that count is written by a transaction of its own). Serialization failures
+-- and deadlocks are raised: the transaction should be retried.
+create function auth.verify_link(token text, type text, redirect_to text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  target text := auth._flow_settings(redirect_to) ->> 'redirect_to';
+  pkce boolean := pg_catalog.starts_with(coalesce(token, ''), 'pkce_');
+  v jsonb;
+  uid uuid;
+  flow uuid;
+  code text;
+  answer jsonb;
+  err_state text;
+  err_text text;
+begin
+  begin
+    if type is null or type not in ('signup', 'invite', 'magiclink', 'recovery', 'email_change') then
+      raise exception 'validation_failed: type must be signup, invite, magiclink, recovery or email_change'
+        using errcode = '22023';
+    end if;
+    v := auth._consume_otp(null, token, type);
+    uid := (v ->> 'user_id')::uuid;
+    if pkce then
+      -- The newest flow of this purpose whose code is not issued yet (GoTrue takes the
+      -- user's newest flow state of the method).
+      select f.id into flow from auth.flow_state f
+       where f.user_id = uid and f.authentication_method = v ->> 'method' and f.auth_code_issued_at is null
+       order by f.created_at desc
+       limit 1
+       for update;
+      if not found then
+        raise exception 'flow_state_not_found: No associated flow state found'
+          using errcode = 'P0002', hint = 'Start the sign-in again with a code_challenge.';
+      end if;
+      -- 256 random bits; only their SHA-256 is kept, as refresh tokens are.
+      code := auth._random_secret();
+      update auth.flow_state f
+         set auth_code = auth._sha256_hex(code), auth_code_issued_at = pg_catalog.now(), updated_at = pg_catalog.now()
+       where f.id = flow;
+      answer := pg_catalog.jsonb_build_object('code', code);
+    else
+      answer := pg_catalog.jsonb_build_object('session', auth._start_session(uid, v ->> 'method'));
+    end if;
+    perform auth._audit(v ->> 'audit', uid, pg_catalog.jsonb_build_object('provider', 'email', 'method', v ->> 'method')
+                                            || case when pkce then '{"flow": "pkce"}'::jsonb else '{}'::jsonb end);
+  exception
+    when serialization_failure or deadlock_detected then
+      raise;
+    when others then
+      get stacked diagnostics err_state = returned_sqlstate, err_text = message_text;
+      return pg_catalog.jsonb_build_object('redirect_to', target, 'error', auth._error_json(err_state, err_text));
+  end;
+  return pg_catalog.jsonb_build_object('redirect_to', target) || answer;
+end
+$$;
+comment on function auth.verify_link(text, text, text) is
+  'Open an email link (GoTrue''s GET /verify): {redirect_to, session}, {redirect_to, code} for a PKCE flow, or {redirect_to, error}; never raises for a bad link.';
+
+-- GoTrue's POST /token?grant_type=pkce: an auth code from auth.verify_link and the verifier
+-- of its flow's challenge give a session whose amr method is the flow's. Single use: the
+-- flow state is deleted by the exchange, and by a wrong verifier too (in a transaction of
+-- its own, with the failure counted toward the lockout), so a stolen code cannot be tried
+-- twice. A code is good for 5 minutes after it was issued. Of two exchanges of one code
+-- at once, one gets the session and the other flow_state_not_found.
+create function auth.exchange_code_for_session(auth_code text, code_verifier text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  f auth.flow_state;
+  u auth.users;
+  session jsonb;
+begin
+  if exchange_code_for_session.auth_code is null or exchange_code_for_session.auth_code = ''
+     or code_verifier is null or code_verifier = '' then
+    raise exception 'validation_failed: invalid request: both auth code and code verifier should be non-empty'
+      using errcode = '22023';
+  end if;
+  if pg_catalog.length(exchange_code_for_session.auth_code) > 256 or pg_catalog.length(code_verifier) > 1024 then
+    raise exception 'validation_failed: the auth code or the code verifier is too long' using errcode = '22023';
+  end if;
+  -- Only the code's hash is stored: a copy of the table (or a plain challenge read from it)
+  -- exchanges nothing.
+  select * into f from auth.flow_state x
+   where x.auth_code = auth._sha256_hex(exchange_code_for_session.auth_code) and x.auth_code_issued_at is not null;
+  if not found or f.user_id is null then
+    raise exception 'flow_state_not_found: invalid flow state, no valid flow state found'
+      using errcode = 'P0002', hint = 'Open the email link again, or start the sign-in again.';
+  end if;
+  if f.auth_code_issued_at + interval '5 minutes' <= pg_catalog.now() then
+    raise exception 'flow_state_expired: invalid flow state, flow state has expired'
+      using errcode = '28000', hint = 'Start the sign-in again.';
+  end if;
+  -- Counted before the verifier is checked (src/lockout.rs), on the flow state and the
+  -- client address.
+  perform auth._attempt_begin_named('pkce:' || f.id::text);
+  if not auth._pkce_verifier_matches(f.code_challenge_method::text, f.code_challenge, code_verifier) then
+    -- Counted, audited and the flow state deleted, in a transaction of its own (src/pkce.rs).
+    perform auth._flow_state_failed(f.id, f.user_id);
+    raise exception 'bad_code_verifier: code challenge does not match previously saved code verifier'
+      using errcode = '28000', hint = 'Start the sign-in again.';
+  end if;
+  perform auth._attempt_succeeded();
+  -- The delete decides between concurrent exchanges: the second waits for the first and
+  -- then finds no row.
+  delete from auth.flow_state x where x.id = f.id;
+  if not found then
+    raise exception 'flow_state_not_found: invalid flow state, no valid flow state found'
+      using errcode = 'P0002', hint = 'Open the email link again, or start the sign-in again.';
+  end if;
+  select * into u from auth.users x where x.id = f.user_id and x.deleted_at is null for update;
+  if not found then
+    raise exception 'user_not_found: User not found' using errcode = '28000';
+  end if;
+  if u.banned_until > pg_catalog.now() then
+    raise exception 'user_banned: User is banned' using errcode = '28000';
+  end if;
+  update auth.users x set last_sign_in_at = pg_catalog.now(), updated_at = pg_catalog.now() where x.id = u.id;
+  session := auth._start_session(u.id, f.authentication_method);
+  perform auth._audit('login', u.id, pg_catalog.jsonb_build_object(
+    'provider_type', f.provider_type, 'method', f.authentication_method, 'grant_type', 'pkce'));
+  return session;
+end
+$$;
+comment on function auth.exchange_code_for_session(text, text) is
+  'Trade an auth code and its PKCE verifier for a session (GoTrue''s grant_type=pkce); the code works once.';

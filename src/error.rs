@@ -22,6 +22,9 @@ pub enum AuthError {
     ValidationFailed(String),
     /// Any token that does not verify; the text says why.
     BadJwt(String),
+    /// The request's API key (the gateway's `apikey` header) is missing, does not verify
+    /// with this database's keys, or is not an anon or service_role key.
+    InvalidApiKey,
     RefreshTokenNotFound,
     RefreshTokenAlreadyUsed,
     SessionExpired,
@@ -56,6 +59,7 @@ impl AuthError {
             AuthError::WeakPassword(_) => "weak_password",
             AuthError::ValidationFailed(_) => "validation_failed",
             AuthError::BadJwt(_) => "bad_jwt",
+            AuthError::InvalidApiKey => "invalid_api_key",
             AuthError::RefreshTokenNotFound => "refresh_token_not_found",
             AuthError::RefreshTokenAlreadyUsed => "refresh_token_already_used",
             AuthError::SessionExpired => "session_expired",
@@ -76,6 +80,7 @@ impl AuthError {
             AuthError::UserBanned
             | AuthError::EmailNotConfirmed
             | AuthError::BadJwt(_)
+            | AuthError::InvalidApiKey
             | AuthError::RefreshTokenNotFound
             | AuthError::RefreshTokenAlreadyUsed
             | AuthError::SessionExpired
@@ -107,6 +112,7 @@ impl AuthError {
                 "New password should be different from the old password.".into()
             }
             AuthError::EmailNotConfirmed => "Email not confirmed".into(),
+            AuthError::InvalidApiKey => "Invalid API key".into(),
             AuthError::OverRequestRateLimit => "Too many failed attempts; try again later".into(),
             AuthError::HashBusy => "Too many password checks at once; try again in a moment".into(),
             AuthError::ReadOnly(what) => {
@@ -138,6 +144,9 @@ impl AuthError {
                 Some("Sign in again to get a new access token.")
             }
             AuthError::UserAlreadyExists => Some("Sign in instead, or use another email."),
+            AuthError::InvalidApiKey => {
+                Some("Send this project's anon or service_role API key in the apikey header.")
+            }
             AuthError::EmailNotConfirmed => {
                 Some("Confirm the address with the link or code sent to it (auth.verify_otp).")
             }
@@ -224,6 +233,7 @@ mod tests {
             AuthError::InvalidCredentials,
             AuthError::UserBanned,
             AuthError::BadJwt("x".into()),
+            AuthError::InvalidApiKey,
         ] {
             let code = format!("{:?}", e.sqlstate());
             assert!(

@@ -17,6 +17,7 @@ mod keys;
 mod lockout;
 mod metadata;
 mod password;
+mod pkce;
 mod planner;
 mod refresh;
 mod request;

@@ -23,7 +23,7 @@ use crate::error::{AuthError, AuthResult};
 use crate::request::RequestInfo;
 use crate::shmem;
 use pgrx::pg_sys;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -223,6 +223,12 @@ pub fn begin_named(name: &str) -> AuthResult<()> {
     )])
 }
 
+/// Begin a guess counted on the counter `name` (with the account's threshold) and on the
+/// request's address, like a sign-in's.
+pub fn begin_key(name: &str, req: &RequestInfo) -> AuthResult<()> {
+    start(named_counters(Some(name.to_string()), req))
+}
+
 /// Mark a session whose revocation could not be committed: refreshes of it are refused
 /// until the mark is written ([`session_marked`], [`clear_session_mark`]) or the server
 /// restarts.
@@ -314,6 +320,12 @@ pub fn succeeded() {
 /// a transaction of its own, then leave the in-flight count. When it cannot be written,
 /// it stays counted in shared memory for the window.
 pub fn failed(audit: Value) {
+    failed_with(audit, Map::new())
+}
+
+/// As [`failed`], with more work for the same autonomous transaction (`extra`: further
+/// jobs of auth._autonomous, such as deleting a flow state that a wrong guess used up).
+pub fn failed_with(audit: Value, extra: Map<String, Value>) {
     // Only the counters that can lock are written (a threshold of 0 turns one off).
     let keys: Vec<String> = ACTIVE.with(|a| {
         let mut a = a.borrow_mut();
@@ -329,13 +341,16 @@ pub fn failed(audit: Value) {
             None => Vec::new(),
         }
     });
-    let job = json!({
+    let mut job = json!({
         "audit": audit,
         "count_failures": {
             "keys": keys,
             "window": format!("{} seconds", config::LOCKOUT_WINDOW.get()),
         },
     });
+    if let Value::Object(j) = &mut job {
+        j.extend(extra);
+    }
     // A cancel or a statement timeout must not cut the write short (the attempt would stay
     // counted in shared memory for the whole window, a place an attacker could fill): the
     // interrupts wait until it is done, a few milliseconds, a second or so at the worst.

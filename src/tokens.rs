@@ -1,5 +1,6 @@
 //! The token API: `auth.verify_jwt`, `auth.authenticate` (the per-request entry point for a
-//! client without PostgREST) and `auth.sign_jwt` (API keys).
+//! client without PostgREST), `auth.authenticate_request` (the same behind an API gateway's
+//! key check) and `auth.sign_jwt` (API keys).
 
 use crate::config;
 use crate::db::read_one;
@@ -111,6 +112,44 @@ fn authenticate_impl(token: Option<&str>) -> AuthResult<Map<String, Value>> {
 #[pg_extern(volatile)]
 fn authenticate(token: Option<&str>) -> pgrx::JsonB {
     pgrx::JsonB(Value::Object(authenticate_impl(token).or_raise()))
+}
+
+/// The check an API gateway (Supabase's Kong) makes of the `apikey` header: a token signed
+/// by this database's own keys (never a trusted third party's, whatever it claims) for the
+/// role `anon` or `service_role`, without a `sub` (an API key, not a user's access token).
+/// Every way to fail is the one error, so the answer says nothing about why.
+fn check_api_key(apikey: Option<&str>) -> AuthResult<()> {
+    let key = apikey
+        .filter(|k| !k.is_empty())
+        .ok_or(AuthError::InvalidApiKey)?;
+    let claims = match verify(Some(key)) {
+        Ok(claims) => claims,
+        Err(AuthError::BadJwt(_)) => return Err(AuthError::InvalidApiKey),
+        Err(e) => return Err(e),
+    };
+    if keys::is_trusted_issuer(claims.get("iss").and_then(Value::as_str))? {
+        return Err(AuthError::InvalidApiKey);
+    }
+    let api_role = matches!(
+        claims.get("role").and_then(Value::as_str),
+        Some("anon" | "service_role")
+    );
+    if !api_role || claims.contains_key("sub") {
+        return Err(AuthError::InvalidApiKey);
+    }
+    Ok(())
+}
+
+/// auth.authenticate_request(apikey, bearer): what the gateway in front of GoTrue and
+/// PostgREST does, then auth.authenticate: the API key must be this project's anon or
+/// service_role key (invalid_api_key otherwise), then the bearer token (the API key itself
+/// when there is none) is verified and its role and claims set for the transaction.
+/// Read-only, so it works on a hot standby; not SECURITY DEFINER, since it switches the
+/// role (its reads of the keys take the owner's rights inside, with a pinned path).
+#[pg_extern(volatile)]
+fn authenticate_request(apikey: Option<&str>, bearer: Option<&str>) -> pgrx::JsonB {
+    let claims = check_api_key(apikey).and_then(|()| authenticate_impl(bearer.or(apikey)));
+    pgrx::JsonB(Value::Object(claims.or_raise()))
 }
 
 fn sign_jwt_impl(claims: Option<&str>) -> AuthResult<String> {

@@ -100,11 +100,21 @@ fn password_session(
     Ok(session)
 }
 
+/// Which SQL a sign-up with confirmation calls: the current forms, with the PKCE flow
+/// (`auth._pkce_flow`'s JSON, or None), or the forms of 0.4.0 and 0.5.0, which a database
+/// not yet updated calls through `_sign_up_with_redirect` with this library.
+#[derive(Clone, Copy)]
+enum Flow<'a> {
+    Current(Option<&'a str>),
+    Legacy,
+}
+
 fn sign_up_impl(
     email: Option<&str>,
     password: Option<&str>,
     data: Option<&str>,
     redirect_to: Option<&str>,
+    flow: Flow<'_>,
 ) -> AuthResult<Value> {
     require_primary("sign-up")?;
     let email = normalize_email(email)?;
@@ -138,15 +148,27 @@ fn sign_up_impl(
         }
         // With confirmation on, GoTrue answers a repeated sign-up like a new one, so that
         // sign_up does not reveal which addresses have accounts (sql/flows.sql).
-        return db::write_json(
-            "select auth._repeated_sign_up($1, $2, $3::pg_catalog.jsonb, $4)::pg_catalog.text",
-            &[
-                email.as_str().into(),
-                hash.into(),
-                metadata.to_string().into(),
-                redirect_to.into(),
-            ],
-        );
+        return match flow {
+            Flow::Current(pkce) => db::write_json(
+                "select auth._repeated_sign_up($1, $2, $3::pg_catalog.jsonb, $4, $5::pg_catalog.jsonb)::pg_catalog.text",
+                &[
+                    email.as_str().into(),
+                    hash.into(),
+                    metadata.to_string().into(),
+                    redirect_to.into(),
+                    pkce.into(),
+                ],
+            ),
+            Flow::Legacy => db::write_json(
+                "select auth._repeated_sign_up($1, $2, $3::pg_catalog.jsonb, $4)::pg_catalog.text",
+                &[
+                    email.as_str().into(),
+                    hash.into(),
+                    metadata.to_string().into(),
+                    redirect_to.into(),
+                ],
+            ),
+        };
     };
 
     let identity = json!({
@@ -164,10 +186,16 @@ fn sign_up_impl(
 
     if confirm {
         // No session: the user object, and a confirmation on its way (sql/flows.sql).
-        return db::write_json(
-            "select auth._confirm_sign_up($1, $2)::pg_catalog.text",
-            &[user_id.into(), redirect_to.into()],
-        );
+        return match flow {
+            Flow::Current(pkce) => db::write_json(
+                "select auth._confirm_sign_up($1, $2, $3::pg_catalog.jsonb)::pg_catalog.text",
+                &[user_id.into(), redirect_to.into(), pkce.into()],
+            ),
+            Flow::Legacy => db::write_json(
+                "select auth._confirm_sign_up($1, $2)::pg_catalog.text",
+                &[user_id.into(), redirect_to.into()],
+            ),
+        };
     }
     password_session(user_id, "user_signedup", &request::current())
 }
@@ -391,22 +419,36 @@ fn _new_password_hash(user_id: pgrx::Uuid, password: Option<&str>) -> String {
     new_password_hash(user_id, password).or_raise()
 }
 
-/// Internal: called by the SECURITY DEFINER wrapper auth.sign_up.
+/// Internal: called by the SECURITY DEFINER wrapper auth.sign_up. `pkce` is the flow of
+/// the confirmation link (auth._pkce_flow), or NULL.
 #[pg_extern(volatile)]
+fn _sign_up_with_flow(
+    email: Option<&str>,
+    password: Option<&str>,
+    data: Option<&str>,
+    redirect_to: Option<&str>,
+    pkce: Option<&str>,
+) -> pgrx::JsonB {
+    pgrx::JsonB(sign_up_impl(email, password, data, redirect_to, Flow::Current(pkce)).or_raise())
+}
+
+/// The wrapper of 0.4.0 and 0.5.0, whose SQL calls it until the database is updated; no
+/// SQL function is created for it any more.
+#[pg_extern(volatile, sql = false)]
 fn _sign_up_with_redirect(
     email: Option<&str>,
     password: Option<&str>,
     data: Option<&str>,
     redirect_to: Option<&str>,
 ) -> pgrx::JsonB {
-    pgrx::JsonB(sign_up_impl(email, password, data, redirect_to).or_raise())
+    pgrx::JsonB(sign_up_impl(email, password, data, redirect_to, Flow::Legacy).or_raise())
 }
 
 /// The wrapper of versions before 0.4.0: a database not yet updated (ALTER EXTENSION
 /// auth_ext UPDATE) calls it with the new library, so its signature never changes.
 #[pg_extern(volatile)]
 fn _sign_up(email: Option<&str>, password: Option<&str>, data: Option<&str>) -> pgrx::JsonB {
-    pgrx::JsonB(sign_up_impl(email, password, data, None).or_raise())
+    pgrx::JsonB(sign_up_impl(email, password, data, None, Flow::Legacy).or_raise())
 }
 
 /// auth.sign_in(email, password). SECURITY DEFINER (anon may sign in without any right on

@@ -240,6 +240,11 @@ def outbox_code(email):
     return m["d"] if m else None
 
 
+def api_key():
+    with admin(DB) as c:
+        return c.execute("""select auth.sign_jwt('{"role": "anon"}') as k""").fetchone()["k"]
+
+
 def every_call(k, key):
     """Every function the attacker's roles may execute, with arguments that reach its SQL."""
     e = f"a-{uuid.uuid4().hex[:10]}@hostile.example"
@@ -248,6 +253,11 @@ def every_call(k, key):
     s = s["s"]
     claims = k.call("verify_jwt", "select auth.verify_jwt(%s) as c", (s["access_token"],))["c"]
     k.call("authenticate", "select auth.authenticate(%s)", (s["access_token"],))
+    anon_key = api_key()
+    r = k.call("authenticate_request", "select auth.authenticate_request(%s, %s)", (anon_key, s["access_token"]))
+    assert r, "authenticate_request must work under the hostile path"
+    k.call("authenticate_request", "select auth.authenticate_request(%s, null)", (s["access_token"],))
+    k.call("settings", "select auth.settings()", role="anon")
     for fn in ("uid", "role", "email", "jwt"):
         k.call(fn, f"select auth.{fn}() as v", claims=claims)
     k.call("jwks", "select auth.jwks()")
@@ -265,6 +275,19 @@ def every_call(k, key):
     v = k.call("verify_otp", "select auth.verify_otp(%s, %s, 'email')", (e, code["token"]), role="anon")
     assert v, "verify_otp must work under the hostile path"
     k.call("sign_in_with_otp", "select auth.sign_in_with_otp('nobody@hostile.example', false)", role="anon")
+    # PKCE: a link with a challenge, opened for a code; a wrong verifier (written down by an
+    # autonomous transaction), then a second flow exchanged with the right one.
+    verifier = "hostile-verifier-" + "v" * 30
+    for right in (False, True):
+        k.call("sign_in_with_otp", "select auth.sign_in_with_otp(%s, code_challenge => %s, code_challenge_method => 'plain')",
+               (e, verifier), role="anon")
+        link = outbox_code(e)["token_hash"]
+        v = k.call("verify_link", "select auth.verify_link(%s, 'magiclink') as v", (link,), role="anon")
+        assert v and "code" in v["v"], f"verify_link must work under the hostile path: {v}"
+        x = k.call("exchange_code_for_session", "select auth.exchange_code_for_session(%s, %s) as s",
+                   (v["v"]["code"], verifier if right else "wrong-" + verifier), role="anon")
+        assert bool(x) == right, "exchange_code_for_session must work under the hostile path"
+    k.call("verify_link", "select auth.verify_link('pkce_nothing', 'magiclink')", role="anon")
     k.call("resend", "select auth.resend('signup', %s)", (e,), role="anon")
     k.call("sign_in_anonymously", "select auth.sign_in_anonymously('{}')", role="anon")
     now = int(time.time())
@@ -357,6 +380,7 @@ def test_a_role_without_grants_reaches_none_of_them(hostile):
             k.call(fn, f"select auth.{fn}() as v", claims=claims)
         k.call("jwks", "select auth.jwks()")
         k.call("authenticate", "select auth.authenticate(%s)", (s["access_token"],))
+        k.call("authenticate_request", "select auth.authenticate_request(%s, %s)", (api_key(), s["access_token"]))
         # Everything PUBLIC may execute was called.
         with admin(DB) as a:
             public = {r["proname"] for r in a.execute(

@@ -2,6 +2,9 @@
 the new features work, and the upgraded schema is exactly a fresh install's.
 scripts/test.sh installs the released scripts kept in sql/archive beside the current version."""
 
+import base64
+import hashlib
+
 import psycopg
 import pytest
 
@@ -56,7 +59,7 @@ def fingerprint(db):
     return sorted(line.split(" ", 3)[-1] if line.startswith("comment ") else line for line in text.split("\n"))
 
 
-@pytest.mark.parametrize("old", ["0.1.0", "0.2.0", "0.3.0", "0.4.0"])
+@pytest.mark.parametrize("old", ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"])
 def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_install(old):
     fresh(OLD, old)
     with admin(OLD) as c:
@@ -75,7 +78,7 @@ def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_ins
                                 "order by id desc limit 1").fetchone()["t"]
     with admin(OLD) as c:
         c.execute("alter extension auth_ext update")
-        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.5.0"
+        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.6.0"
     if pending:
         with admin(OLD) as c:
             row = c.execute("select o.code_hash <> encode(sha256(convert_to(o.id::text || ':' || %s, 'UTF8')), 'hex') as keyed "
@@ -114,5 +117,17 @@ def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_ins
         c.execute("select set_config('request.jwt.claims', auth.verify_jwt(%s)::text, false)", (s["access_token"],))
         c.execute("""select auth.update_user('{"password": "upgraded-password-2"}')""")
         assert c.execute("select auth.sign_in('up2@example.io', 'upgraded-password-2') ->> 'token_type' as t").fetchone()["t"] == "bearer"
+        # 0.6.0's PKCE flow on a user from before the update: a magic link with a challenge,
+        # opened for a code, exchanged with the verifier.
+        verifier = "upgrade-verifier-" + "v" * 40
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        c.execute("select auth.sign_in_with_otp('up0@example.io', code_challenge => %s, code_challenge_method => 's256')",
+                  (challenge,))
+        link = c.execute("select message -> 'email_data' ->> 'token_hash' as t from auth.email_outbox "
+                         "where recipient = 'up0@example.io' order by id desc limit 1").fetchone()["t"]
+        assert link.startswith("pkce_")
+        code = c.execute("select auth.verify_link(%s, 'magiclink') ->> 'code' as c", (link,)).fetchone()["c"]
+        s = c.execute("select auth.exchange_code_for_session(%s, %s) as s", (code, verifier)).fetchone()["s"]
+        assert s["user"]["email"] == "up0@example.io"
     fresh(NEW)
     assert fingerprint(OLD) == fingerprint(NEW)

@@ -58,6 +58,24 @@ select try(format('select auth.sign_up(%L, %L, %L::jsonb)', 'meta@example.io', '
 select t as token, try(format('select auth.verify_jwt(%L)', t)) as outcome
   from unnest(array['abc', 'a.b', 'a.b.c.d', '...', '....', '.', 'a..c', '..c', 'Bearer a.b.c', ' a.b.c ']) t;
 
+-- The HTTP server's entry points: API keys, email links, PKCE codes and challenges.
+select try($$select auth.authenticate_request(null, null)$$);
+select try($$select auth.authenticate_request('', '')$$);
+select try(format('select auth.authenticate_request(%L, null)', repeat('a', 1000000)));
+select try(format('select auth.authenticate_request(%L, null)', repeat('a.', 500000)));
+select auth.verify_link(null, null) -> 'error' as verify_link_nulls;
+select auth.verify_link('', 'magiclink') -> 'error' ->> 'code' as verify_link_empty;
+select auth.verify_link(repeat('t', 1000000), 'magiclink') -> 'error' as verify_link_1mb;
+select length(auth.verify_link(null, 'magiclink', repeat('r', 1000000)) ->> 'redirect_to') as redirect_1mb_replaced;
+select try($$select auth.exchange_code_for_session(null, null)$$);
+select try($$select auth.exchange_code_for_session('', '')$$);
+select try(format('select auth.exchange_code_for_session(%L, %L)', repeat('c', 1000000), 'v'));
+select try(format('select auth.exchange_code_for_session(%L, %L)', 'c', repeat('v', 1000000)));
+select try(format('select auth.recover(%L, null, %L, %L)', 'pkce@example.io', repeat('a', 1000000), 's256'));
+select try(format('select auth.recover(%L, null, %L, %L)', 'pkce@example.io', repeat('a', 43), repeat('m', 1000000)));
+select try(format('select auth.recover(%L, null, %L, %L)', 'pkce@example.io', repeat('é', 43), 'plain'));
+select try(format('select auth.recover(%L, null, %L, %L)', 'pkce@example.io', repeat('a', 42) || E'\n', 'plain'));
+
 -- Nothing was written by any of it.
 select count(*) - :users_before as users_written from auth.users;
 select count(*) as sessions_written from auth.sessions;
