@@ -69,6 +69,7 @@ def test_reads_work_and_writes_refuse_cleanly_on_a_hot_standby(standby):
     email = f"replica-{uuid.uuid4().hex[:8]}@example.io"
     with admin() as a:
         session = a.execute("select auth.sign_up(%s, %s) as s", (email, "replica-password-1")).fetchone()["s"]
+        anon_key = a.execute("""select auth.sign_jwt('{"role": "anon"}') as k""").fetchone()["k"]
     wait_for_replay(standby, email)
     with standby_conn(standby) as c:
         assert c.execute("select pg_is_in_recovery()").fetchone()[0] is True
@@ -78,6 +79,15 @@ def test_reads_work_and_writes_refuse_cleanly_on_a_hot_standby(standby):
             c.execute("select auth.authenticate(%s)", (session["access_token"],))
             who, uid = c.execute("select current_user, auth.uid()::text").fetchone()
             assert (who, uid) == ("authenticated", session["user"]["id"])
+        # What the HTTP server asks per request: the API key and the bearer, and /settings.
+        with c.transaction():
+            c.execute("select auth.authenticate_request(%s, %s)", (anon_key, session["access_token"]))
+            who, uid = c.execute("select current_user, auth.uid()::text").fetchone()
+            assert (who, uid) == ("authenticated", session["user"]["id"])
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("select auth.authenticate_request(%s, null)", (session["access_token"],))
+        assert e.value.sqlstate == "28000"
+        assert c.execute("select auth.settings() -> 'external' -> 'email'").fetchone()[0] is True
         for sql, args in [
             ("select auth.sign_in(%s, %s)", (email, "replica-password-1")),
             ("select auth.sign_in(%s, %s)", (email, "a-wrong-password")),
