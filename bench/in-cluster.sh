@@ -25,3 +25,5 @@ echo "== 7. Known and unknown addresses (bench/timing.py)"
 .venv/bin/python bench/timing.py
 echo "== 8. Password hashing under load (bench/hashing.py)"
 .venv/bin/python bench/hashing.py
+echo "== 9. The HTTP server against direct SQL, and a soak (bench/http.sh)"
+bash bench/http.sh

@@ -11,6 +11,7 @@ export PG_CONFIG BENCH_SECONDS=${BENCH_SECONDS:-5}
 bash scripts/deps.sh
 log=$(mktemp)
 if ! cargo pgrx install --release --pg-config "$PG_CONFIG" >"$log" 2>&1; then cat "$log"; exit 1; fi
+if ! cargo build --release -p auth_ext_server --bin auth-ext-server --example bench >"$log" 2>&1; then cat "$log"; exit 1; fi
 rm -f "$log"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}')"
 pg_virtualenv -t -v 15 -o 'max_connections=200' bash bench/in-cluster.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing auth_ext needs on Debian bookworm, skipping whatever
 # is already there: PostgreSQL 15 with its server headers, sudo, cargo-pgrx 0.18.1 (pinned:
-# it must match the pgrx crate), pgrx's configuration, and a Python venv for the client tests.
+# it must match the pgrx crate), pgrx's configuration, a Python venv for the client tests,
+# PgBouncer and the pinned supabase-js for the HTTP server's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # Server and headers in one apt command, so both are the same minor version.
-pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-common sudo)
+pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-common sudo pgbouncer curl)
 command -v python3 >/dev/null 2>&1 || pkgs+=(python3 python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -46,6 +47,19 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv for the client tests"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import psycopg, jwt, pytest, argon2' 2>/dev/null; then
+if ! .venv/bin/python -c 'import psycopg, jwt, pytest, argon2, supabase_auth' 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/client/requirements.txt
 fi
+
+# The official supabase-js client for the HTTP server's client tests and the demo (pinned
+# in each package-lock.json; it needs Node.js 20 or later).
+if ! command -v node >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "Node.js 20 or later is needed for the supabase-js tests (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+for dir in tests/js examples/supabase-js; do
+  if [ ! -f $dir/node_modules/@supabase/supabase-js/package.json ] || [ $dir/package-lock.json -nt $dir/node_modules ]; then
+    say "installing supabase-js in $dir"
+    (cd $dir && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+done

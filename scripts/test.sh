@@ -9,14 +9,19 @@ export PG_CONFIG
 bash scripts/deps.sh
 
 echo "==> rustfmt and clippy"
-cargo fmt --check
+cargo fmt --all --check
 cargo clippy --quiet --all-targets --features "pg15 pg_test" --no-default-features -- -D warnings
+cargo clippy --quiet -p auth_ext_server --all-targets -- -D warnings
 
 echo "==> Rust unit tests and #[pg_test] (cargo pgrx test)"
 # Postgres refuses to run as root: the test cluster belongs to postgres, in a fresh dir.
 pgdata=$(mktemp -u /tmp/auth_ext_pgrx.XXXXXX)
 trap 'rm -rf "$pgdata"' EXIT
 cargo pgrx test pg15 --runas postgres --pgdata "$pgdata"
+
+echo "==> the HTTP server: unit tests and build"
+cargo test --quiet -p auth_ext_server
+cargo build --quiet -p auth_ext_server
 
 echo "==> installing the extension for pg_regress and the client tests"
 cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null

@@ -62,3 +62,95 @@ def database():
 def secret():
     with admin() as c:
         return c.execute("select secret from auth.signing_keys where state = 'in_use'").fetchone()["secret"]
+
+
+SERVER_DB = "auth_http"
+SERVER_ROLE = "auth_server"
+SERVER_PASSWORD = "auth-server-password"
+SERVER_BIN = os.environ.get("AUTH_SERVER_BIN", "target/debug/auth-ext-server")
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_dsn(dbname=SERVER_DB, user=SERVER_ROLE, password=SERVER_PASSWORD, port=None):
+    host = os.environ.get("PGHOST", "localhost")
+    return f"host={host} port={port or os.environ.get('PGPORT', '5432')} dbname={dbname} user={user} password={password}"
+
+
+class Server:
+    """A running auth-ext-server."""
+
+    def __init__(self, url, anon, service, proc):
+        self.url, self.anon, self.service, self.proc = url, anon, service, proc
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_server(dsn, anon, service, log=None, **env):
+    import time
+    import urllib.request
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environment = {
+        **os.environ,
+        "AUTH_DATABASE_URL": dsn,
+        "AUTH_LISTEN": f"127.0.0.1:{port}",
+        "AUTH_LOG_FORMAT": "text",
+        "AUTH_LOG": "warn",
+        **env,
+    }
+    proc = subprocess.Popen([SERVER_BIN], env=environment, stdout=log, stderr=log)
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                if r.status == 200:
+                    return Server(url, anon, service, proc)
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"auth-ext-server exited with {proc.returncode}")
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("auth-ext-server did not become healthy")
+
+
+def server_database(name=SERVER_DB):
+    """A database for the server: the extension, the server's login role (NOINHERIT, granted
+    the API roles, trusting the one hop the server writes), anonymous sign-ins on. Returns
+    (anon key, service key)."""
+    fresh_database(name)
+    with admin(name) as c:
+        c.execute(
+            f"""do $$ begin
+                  if not exists (select from pg_roles where rolname = '{SERVER_ROLE}') then
+                    create role {SERVER_ROLE} login noinherit password '{SERVER_PASSWORD}';
+                  end if;
+                end $$"""
+        )
+        c.execute(f"grant anon, authenticated, service_role to {SERVER_ROLE}")
+        c.execute(f"alter role {SERVER_ROLE} set auth.trusted_proxies = 1")
+        c.execute(f'alter database "{name}" set auth.anonymous_sign_ins = on')
+        c.execute(f'alter database "{name}" set auth.site_url = \'http://localhost:3000\'')
+        anon = c.execute("""select auth.sign_jwt('{"role": "anon"}')""").fetchone()["sign_jwt"]
+        service = c.execute("""select auth.sign_jwt('{"role": "service_role"}')""").fetchone()["sign_jwt"]
+    return anon, service
+
+
+@pytest.fixture(scope="session")
+def http_server():
+    anon, service = server_database()
+    server = start_server(server_dsn(), anon, service)
+    server.db = SERVER_DB
+    yield server
+    server.stop()

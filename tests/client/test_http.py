@@ -1,0 +1,275 @@
+"""auth-ext-server: GoTrue's HTTP API over the extension. Raw HTTP for the protocol's
+details (shapes, statuses, headers, bad input), the official supabase-js client (tests/js)
+and the official Python client (supabase-auth) for what apps call."""
+
+import json
+import os
+import subprocess
+import threading
+
+import httpx
+import pytest
+from supabase_auth import SyncGoTrueAdminAPI, SyncGoTrueClient
+from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
+
+from conftest import admin
+
+PASSWORD = "correct horse battery staple"
+NEW = {"X-Supabase-Api-Version": "2024-01-01"}
+
+
+def keyed(server, token=None, **extra):
+    return {"apikey": server.anon, "Authorization": f"Bearer {token or server.anon}", **extra}
+
+
+def sign_up(server, email):
+    r = httpx.post(f"{server.url}/auth/v1/signup", headers=keyed(server), json={"email": email, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_supabase_js(http_server):
+    env = {
+        **os.environ,
+        "AUTH_URL": http_server.url,
+        "ANON_KEY": http_server.anon,
+        "SERVICE_KEY": http_server.service,
+        "ADMIN_DSN": f"postgresql://{os.environ.get('PGUSER', 'postgres')}:{os.environ.get('PGPASSWORD', '')}"
+        f"@{os.environ.get('PGHOST', 'localhost')}:{os.environ.get('PGPORT', '5432')}/{http_server.db}",
+    }
+    r = subprocess.run(
+        ["node", "--test", "--test-concurrency=1", "--test-reporter=spec", "auth.test.js"],
+        cwd="tests/js",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-20000:] + r.stderr[-5000:]
+
+
+def test_error_shapes(http_server):
+    url = f"{http_server.url}/auth/v1/token?grant_type=password"
+    body = {"email": "nobody@example.com", "password": "wrong password"}
+    legacy = httpx.post(url, headers=keyed(http_server), json=body)
+    assert legacy.status_code == 400
+    assert legacy.json() == {"code": 400, "error_code": "invalid_credentials", "msg": "Invalid login credentials"}
+    assert legacy.headers["x-sb-error-code"] == "invalid_credentials"
+    assert "x-supabase-api-version" not in legacy.headers
+    new = httpx.post(url, headers=keyed(http_server, **NEW), json=body)
+    assert new.status_code == 400
+    assert new.json() == {"code": "invalid_credentials", "message": "Invalid login credentials"}
+    assert new.headers["x-supabase-api-version"] == "2024-01-01"
+    # The OAuth-shaped error of a missing refresh token.
+    r = httpx.post(f"{http_server.url}/token?grant_type=refresh_token", headers=keyed(http_server), json={})
+    assert r.status_code == 400
+    assert r.json() == {"error": "invalid_request", "error_description": "refresh_token required"}
+
+
+def test_bad_input_writes_nothing_and_the_server_keeps_serving(http_server):
+    s = http_server
+    users_before = count_users(s)
+    cases = [
+        ("post", "/signup", {"content": b"{not json"}, 400, "bad_json"),
+        ("post", "/signup", {"json": {"email": 5, "password": PASSWORD}}, 400, "bad_json"),
+        ("post", "/signup", {"json": {"email": "x@example.com", "password": ["a"]}}, 400, "bad_json"),
+        ("post", "/token?grant_type=nonsense", {"json": {}}, 400, "invalid_credentials"),
+        ("post", "/token", {"json": {}}, 400, "invalid_credentials"),
+        ("post", "/signup", {"content": b"{" + b" " * (2 << 20) + b"}"}, 413, "request_too_large"),
+        ("get", "/no/such/path", {}, 404, "not_found"),
+        ("delete", "/signup", {}, 405, "method_not_allowed"),
+        ("post", "/verify", {"json": {"type": "signup"}}, 400, "validation_failed"),
+        ("post", "/verify", {"json": {"type": "signup", "token_hash": "x", "email": "a@b.c"}}, 400, "validation_failed"),
+        ("post", "/signup", {"json": {"phone": "+15555550100", "password": PASSWORD}}, 400, "phone_provider_disabled"),
+        ("get", "/admin/users/not-a-uuid", {"service": True}, 404, "validation_failed"),
+        ("get", "/admin/users?page=x", {"service": True}, 400, "validation_failed"),
+    ]
+    for method, path, kw, status, code in cases:
+        headers = keyed(s, s.service) if kw.pop("service", False) else keyed(s)
+        headers["apikey"] = s.service if headers["Authorization"].endswith(s.service) else s.anon
+        r = httpx.request(method, f"{s.url}/auth/v1{path}", headers=headers, **kw)
+        assert (r.status_code, r.json().get("error_code")) == (status, code), (method, path, r.text[:300])
+    assert count_users(s) == users_before
+    assert httpx.get(f"{s.url}/health").status_code == 200
+
+
+def count_users(server):
+    with admin(server.db) as c:
+        return c.execute("select count(*) as n from auth.users").fetchone()["n"]
+
+
+def test_keys_as_the_gateway_checks_them(http_server):
+    s = http_server
+    url = f"{s.url}/auth/v1/signup"
+    body = {"email": "keys@example.com", "password": PASSWORD}
+    r = httpx.post(url, json=body)
+    assert (r.status_code, r.json()["error_code"]) == (401, "no_api_key")
+    r = httpx.post(url, json=body, headers={"apikey": "not.a.key"})
+    assert (r.status_code, r.json()["error_code"]) == (401, "invalid_api_key")
+    # A user's access token is not an API key.
+    session = sign_up(s, "keys-owner@example.com")
+    r = httpx.get(f"{s.url}/user", headers={"apikey": session["access_token"]})
+    assert (r.status_code, r.json()["error_code"]) == (401, "invalid_api_key")
+    # A key signed with another secret.
+    forged = s.anon.rsplit(".", 1)[0] + ".c2lnbmF0dXJl"
+    r = httpx.post(url, json=body, headers={"apikey": forged})
+    assert (r.status_code, r.json()["error_code"]) == (401, "invalid_api_key")
+    # The anon key cannot reach the admin API; a user's token with the anon key neither.
+    r = httpx.get(f"{s.url}/admin/users", headers=keyed(s))
+    assert (r.status_code, r.json()["error_code"]) == (403, "not_admin")
+    r = httpx.get(f"{s.url}/admin/users", headers=keyed(s, session["access_token"]))
+    assert (r.status_code, r.json()["error_code"]) == (403, "not_admin")
+    assert count_users(s) >= 1
+    with admin(s.db) as c:
+        assert c.execute("select count(*) as n from auth.users where email = 'keys@example.com'").fetchone()["n"] == 0
+
+
+def test_forged_forwarded_for_is_not_the_client(http_server):
+    s = http_server
+    session = sign_up(s, "xff@example.com")
+    r = httpx.get(f"{s.url}/user", headers=keyed(s, session["access_token"], **{"X-Forwarded-For": "203.0.113.9"}))
+    assert r.status_code == 200
+    with admin(s.db) as c:
+        ips = [row["ip"] for row in c.execute(
+            "select host(ip) as ip from auth.sessions s join auth.users u on u.id = s.user_id "
+            "where u.email = 'xff@example.com'")]
+    assert ips == ["127.0.0.1"]
+
+
+def test_logout_is_204_and_ends_the_session(http_server):
+    s = http_server
+    session = sign_up(s, "logout@example.com")
+    r = httpx.post(f"{s.url}/logout?scope=local", headers=keyed(s, session["access_token"]))
+    assert r.status_code == 204 and r.content == b""
+    r = httpx.post(f"{s.url}/token?grant_type=refresh_token", headers=keyed(s),
+                   json={"refresh_token": session["refresh_token"]})
+    assert r.status_code == 400
+    r = httpx.post(f"{s.url}/logout?scope=everything", headers=keyed(s, session["access_token"]))
+    assert r.status_code in (400, 403)
+
+
+def test_verify_link_redirects_with_the_session(http_server):
+    s = http_server
+    email = "link@example.com"
+    sign_up(s, email)
+    link = httpx.post(f"{s.url}/admin/generate_link", headers={"apikey": s.service, "Authorization": f"Bearer {s.service}"},
+                      json={"type": "magiclink", "email": email, "redirect_to": "http://localhost:3000/in"})
+    assert link.status_code == 200, link.text
+    action = link.json()["action_link"]
+    r = httpx.get(action, follow_redirects=False)
+    assert r.status_code == 303
+    location = r.headers["location"]
+    assert location.startswith("http://localhost:3000/in#access_token=")
+    assert "refresh_token=" in location and "type=magiclink" in location
+    # The link works once; the second time the browser is sent back with the error.
+    r = httpx.get(action, follow_redirects=False)
+    assert r.status_code == 303
+    assert "#error=access_denied&error_code=otp_expired" in r.headers["location"]
+
+
+def test_admin_paging_headers(http_server):
+    s = http_server
+    for i in range(3):
+        sign_up(s, f"page{i}@example.com")
+    h = {"apikey": s.service, "Authorization": f"Bearer {s.service}"}
+    r = httpx.get(f"{s.url}/auth/v1/admin/users?per_page=2&page=1", headers=h)
+    assert r.status_code == 200
+    total = int(r.headers["x-total-count"])
+    assert total >= 3 and len(r.json()["users"]) == 2 and r.json()["aud"] == "authenticated"
+    last = (total + 1) // 2
+    assert r.headers["link"] == (f'</auth/v1/admin/users?page=2&per_page=2>; rel="next", '
+                                 f'</auth/v1/admin/users?page={last}&per_page=2>; rel="last"')
+
+
+def test_cors_preflight(http_server):
+    r = httpx.options(f"{http_server.url}/auth/v1/token", headers={
+        "Origin": "http://localhost:3000",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "apikey, authorization, content-type, x-client-info, x-supabase-api-version",
+    })
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert r.headers["access-control-allow-credentials"] == "true"
+    assert "apikey" in r.headers["access-control-allow-headers"].lower()
+
+
+def test_health_settings_jwks(http_server):
+    s = http_server
+    h = httpx.get(f"{s.url}/health").json()
+    assert h["name"] == "GoTrue"
+    settings = httpx.get(f"{s.url}/auth/v1/settings", headers=keyed(s)).json()
+    assert settings["external"]["email"] is True and settings["external"]["anonymous_users"] is True
+    jwks = httpx.get(f"{s.url}/auth/v1/.well-known/jwks.json")
+    assert jwks.status_code == 200 and "keys" in jwks.json()
+    assert jwks.headers["cache-control"] == "public, max-age=600"
+
+
+def test_parallel_requests_through_the_pool(http_server):
+    s = http_server
+    sessions = [sign_up(s, f"par{i}@example.com") for i in range(4)]
+    errors = []
+
+    def worker(session):
+        with httpx.Client() as c:
+            for _ in range(20):
+                r = c.get(f"{s.url}/user", headers=keyed(s, session["access_token"]))
+                if r.status_code != 200:
+                    errors.append(r.text)
+
+    threads = [threading.Thread(target=worker, args=(x,)) for x in sessions * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_python_client(http_server):
+    s = http_server
+    headers = {"apikey": s.anon, "Authorization": f"Bearer {s.anon}"}
+    client = SyncGoTrueClient(url=f"{s.url}/auth/v1", headers=headers, auto_refresh_token=False, persist_session=False)
+    email = "py@example.com"
+    r = client.sign_up({"email": email, "password": PASSWORD, "options": {"data": {"lang": "py"}}})
+    assert r.user.email == email and r.session.access_token
+    r = client.sign_in_with_password({"email": email, "password": PASSWORD})
+    assert r.user.user_metadata["lang"] == "py"
+    assert client.get_user(r.session.access_token).user.id == r.user.id
+    refreshed = client.refresh_session(r.session.refresh_token)
+    assert refreshed.session.refresh_token != r.session.refresh_token
+    with pytest.raises(AuthApiError) as e:
+        client.sign_in_with_password({"email": email, "password": "not the password"})
+    assert e.value.code == "invalid_credentials" and e.value.status == 400
+    with pytest.raises(AuthWeakPasswordError) as e:
+        client.sign_up({"email": "py-weak@example.com", "password": "abc"})
+    assert e.value.code == "weak_password"
+    client.sign_out()
+    service = {"apikey": s.service, "Authorization": f"Bearer {s.service}"}
+    admin_api = SyncGoTrueAdminAPI(url=f"{s.url}/auth/v1", headers=service)
+    created = admin_api.create_user({"email": "py-admin@example.com", "password": PASSWORD, "email_confirm": True})
+    assert admin_api.get_user_by_id(created.user.id).user.email == "py-admin@example.com"
+    assert any(u.email == "py-admin@example.com" for u in admin_api.list_users(page=1, per_page=1000))
+    admin_api.delete_user(created.user.id)
+    with pytest.raises(AuthApiError) as e:
+        admin_api.get_user_by_id(created.user.id)
+    assert e.value.status == 404
+
+
+def test_logs_never_hold_secrets(http_server, tmp_path):
+    from conftest import server_dsn, start_server
+
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        s = start_server(server_dsn(), http_server.anon, http_server.service, log=out,
+                         AUTH_LOG="debug", AUTH_LOG_FORMAT="json")
+        try:
+            session = sign_up(s, "logs@example.com")
+            httpx.post(f"{s.url}/token?grant_type=password", headers=keyed(s),
+                       json={"email": "logs@example.com", "password": PASSWORD})
+            httpx.get(f"{s.url}/verify?token=secret-link-token&type=magiclink", follow_redirects=False)
+        finally:
+            s.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("fields", {}).get("path") == "/auth/v1/signup" for line in lines)
+    text = log.read_text()
+    for secret in (PASSWORD, session["access_token"], session["refresh_token"], s.anon, "secret-link-token"):
+        assert secret not in text

@@ -1,0 +1,332 @@
+// The official supabase-js client, unmodified, against auth-ext-server. Run by
+// tests/client/test_http_clients.py, which starts the server and passes:
+// AUTH_URL (the server), ANON_KEY, SERVICE_KEY, ADMIN_DSN (a superuser, to read the outbox).
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createClient } from '@supabase/supabase-js';
+import pg from 'pg';
+// Node.js 20 has no WebSocket of its own: supabase-js's realtime client needs one given.
+import ws from 'ws';
+
+const { AUTH_URL, ANON_KEY, SERVICE_KEY, ADMIN_DSN } = process.env;
+const db = new pg.Client({ connectionString: ADMIN_DSN });
+const run = Math.random().toString(36).slice(2, 8);
+const email = (name) => `${name}-${run}@example.com`;
+const PASSWORD = 'correct horse battery staple';
+
+function memoryStorage() {
+  const m = new Map();
+  return {
+    getItem: (k) => (m.has(k) ? m.get(k) : null),
+    setItem: (k, v) => void m.set(k, v),
+    removeItem: (k) => void m.delete(k),
+  };
+}
+
+function client(options = {}) {
+  return createClient(AUTH_URL, ANON_KEY, {
+    realtime: { transport: ws },
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false, ...options },
+  });
+}
+
+const admin = createClient(AUTH_URL, SERVICE_KEY, {
+  realtime: { transport: ws },
+  auth: { persistSession: false, autoRefreshToken: false },
+}).auth.admin;
+
+async function lastMessage(address) {
+  const r = await db.query(
+    'select message from auth.email_outbox where recipient = $1 order by id desc limit 1',
+    [address],
+  );
+  assert.ok(r.rows.length, `a message to ${address}`);
+  return r.rows[0].message.email_data;
+}
+
+function assertError(error, status, code) {
+  assert.ok(error, `an error ${code} was expected`);
+  assert.equal(error.status, status, `status of ${code}: ${error.message}`);
+  assert.equal(error.code, code);
+}
+
+before(async () => db.connect());
+after(async () => db.end());
+
+describe('sign-up and sign-in', () => {
+  test('signUp returns a session, a second signUp of the address is refused', async () => {
+    const sb = client();
+    const address = email('ann');
+    const { data, error } = await sb.auth.signUp({
+      email: address,
+      password: PASSWORD,
+      options: { data: { name: 'Ann' } },
+    });
+    assert.equal(error, null);
+    assert.ok(data.session.access_token);
+    assert.ok(data.session.refresh_token);
+    assert.equal(data.user.email, address);
+    assert.equal(data.user.user_metadata.name, 'Ann');
+    const again = await client().auth.signUp({ email: address, password: PASSWORD });
+    assertError(again.error, 422, 'user_already_exists');
+  });
+
+  test('signUp with a weak password is AuthWeakPasswordError', async () => {
+    const { error } = await client().auth.signUp({ email: email('weak'), password: 'abc' });
+    assertError(error, 422, 'weak_password');
+    assert.equal(error.name, 'AuthWeakPasswordError');
+    assert.ok(error.reasons.length > 0);
+  });
+
+  test('signUp with a malformed address is validation_failed', async () => {
+    const { error } = await client().auth.signUp({ email: 'not an address', password: PASSWORD });
+    assertError(error, 400, 'validation_failed');
+  });
+
+  test('signInWithPassword, and one error for a wrong password and an unknown address', async () => {
+    const address = email('bob');
+    await client().auth.signUp({ email: address, password: PASSWORD });
+    const sb = client();
+    const { data, error } = await sb.auth.signInWithPassword({ email: address, password: PASSWORD });
+    assert.equal(error, null);
+    assert.equal(data.user.email, address);
+    assert.equal(data.session.token_type, 'bearer');
+    const wrong = await client().auth.signInWithPassword({ email: address, password: 'wrong password!' });
+    assertError(wrong.error, 400, 'invalid_credentials');
+    const unknown = await client().auth.signInWithPassword({ email: email('nobody'), password: PASSWORD });
+    assertError(unknown.error, 400, 'invalid_credentials');
+    assert.equal(unknown.error.message, wrong.error.message);
+  });
+
+  test('signInAnonymously', async () => {
+    const { data, error } = await client().auth.signInAnonymously({ options: { data: { guest: true } } });
+    assert.equal(error, null);
+    assert.equal(data.user.is_anonymous, true);
+    assert.equal(data.user.user_metadata.guest, true);
+  });
+
+  test('signInWithIdToken with a provider that is not registered is refused', async () => {
+    const { error } = await client().auth.signInWithIdToken({ provider: 'google', token: 'x.y.z' });
+    assert.ok(error);
+    assert.ok(error.status >= 400 && error.status < 500, `status ${error.status}`);
+  });
+});
+
+describe('sessions', () => {
+  let address;
+  before(async () => {
+    address = email('carol');
+    await client().auth.signUp({ email: address, password: PASSWORD });
+  });
+
+  test('getUser, setSession, refreshSession', async () => {
+    const sb = client();
+    const { data: signIn } = await sb.auth.signInWithPassword({ email: address, password: PASSWORD });
+    const { data: got, error } = await sb.auth.getUser();
+    assert.equal(error, null);
+    assert.equal(got.user.id, signIn.user.id);
+
+    const other = client();
+    const set = await other.auth.setSession({
+      access_token: signIn.session.access_token,
+      refresh_token: signIn.session.refresh_token,
+    });
+    assert.equal(set.error, null);
+    assert.equal(set.data.user.id, signIn.user.id);
+
+    const refreshed = await other.auth.refreshSession();
+    assert.equal(refreshed.error, null);
+    assert.notEqual(refreshed.data.session.refresh_token, signIn.session.refresh_token);
+    assert.equal(refreshed.data.user.id, signIn.user.id);
+  });
+
+  test('a refresh token that does not exist', async () => {
+    const { error } = await client().auth.refreshSession({ refresh_token: 'no-such-token-1234' });
+    assertError(error, 400, 'refresh_token_not_found');
+  });
+
+  test('an expired access token is refreshed on its own', async () => {
+    const sb = client({ persistSession: true, storage: memoryStorage() });
+    const { data } = await sb.auth.signInWithPassword({ email: address, password: PASSWORD });
+    // The same claims, expired ten seconds ago, signed with the database's key.
+    const claims = JSON.parse(Buffer.from(data.session.access_token.split('.')[1], 'base64url'));
+    claims.exp = Math.floor(Date.now() / 1000) - 10;
+    const expired = (await db.query('select auth.sign_jwt($1::jsonb) as t', [JSON.stringify(claims)])).rows[0].t;
+    const set = await sb.auth.setSession({ access_token: expired, refresh_token: data.session.refresh_token });
+    assert.equal(set.error, null);
+    assert.notEqual(set.data.session.refresh_token, data.session.refresh_token);
+    assert.notEqual(set.data.session.access_token, expired);
+    const { data: now } = await sb.auth.getSession();
+    assert.equal(now.session.access_token, set.data.session.access_token);
+  });
+
+  test('getUser with a forged token is refused', async () => {
+    const sb = client();
+    const { data } = await sb.auth.signInWithPassword({ email: address, password: PASSWORD });
+    const [h, p] = data.session.access_token.split('.');
+    const { error } = await sb.auth.getUser(`${h}.${p}.AAAA`);
+    assertError(error, 403, 'bad_jwt');
+  });
+
+  test('getClaims', async () => {
+    const sb = client();
+    const { data } = await sb.auth.signInWithPassword({ email: address, password: PASSWORD });
+    const claims = await sb.auth.getClaims(data.session.access_token);
+    assert.equal(claims.error, null);
+    assert.equal(claims.data.claims.sub, data.user.id);
+    assert.equal(claims.data.claims.role, 'authenticated');
+  });
+
+  test('signOut with each scope', async () => {
+    const one = client({ persistSession: true, storage: memoryStorage() });
+    const two = client({ persistSession: true, storage: memoryStorage() });
+    const three = client({ persistSession: true, storage: memoryStorage() });
+    await one.auth.signInWithPassword({ email: address, password: PASSWORD });
+    const s2 = (await two.auth.signInWithPassword({ email: address, password: PASSWORD })).data.session;
+    const s3 = (await three.auth.signInWithPassword({ email: address, password: PASSWORD })).data.session;
+
+    assert.equal((await one.auth.signOut({ scope: 'others' })).error, null);
+    const ended = (await client().auth.refreshSession({ refresh_token: s2.refresh_token })).error;
+    assert.ok(ended && [400, 403].includes(ended.status), `refresh after sign-out: ${ended?.status}`);
+    assert.equal((await one.auth.getUser()).error, null);
+
+    assert.equal((await one.auth.signOut({ scope: 'local' })).error, null);
+    assert.equal((await one.auth.getSession()).data.session, null);
+
+    const four = client({ persistSession: true, storage: memoryStorage() });
+    const s4 = (await four.auth.signInWithPassword({ email: address, password: PASSWORD })).data.session;
+    assert.equal((await four.auth.signOut()).error, null);
+    const gone = await client().auth.refreshSession({ refresh_token: s4.refresh_token });
+    assert.ok(gone.error);
+    assert.ok(s3);
+  });
+});
+
+describe('account flows', () => {
+  test('updateUser: metadata, the same password, a new password', async () => {
+    const address = email('dave');
+    const sb = client({ persistSession: true, storage: memoryStorage() });
+    await sb.auth.signUp({ email: address, password: PASSWORD });
+    const meta = await sb.auth.updateUser({ data: { theme: 'dark' } });
+    assert.equal(meta.error, null);
+    assert.equal(meta.data.user.user_metadata.theme, 'dark');
+    const same = await sb.auth.updateUser({ password: PASSWORD });
+    assertError(same.error, 422, 'same_password');
+    const changed = await sb.auth.updateUser({ password: 'another good passphrase' });
+    assert.equal(changed.error, null);
+    const old = await client().auth.signInWithPassword({ email: address, password: PASSWORD });
+    assertError(old.error, 400, 'invalid_credentials');
+  });
+
+  test('resetPasswordForEmail, then verifyOtp with the code', async () => {
+    const address = email('erin');
+    await client().auth.signUp({ email: address, password: PASSWORD });
+    const { error } = await client().auth.resetPasswordForEmail(address, {
+      redirectTo: 'http://localhost:3000/reset',
+    });
+    assert.equal(error, null);
+    const unknown = await client().auth.resetPasswordForEmail(email('nobody'));
+    assert.equal(unknown.error, null);
+    const message = await lastMessage(address);
+    const wrong = await client().auth.verifyOtp({ email: address, token: '000000', type: 'recovery' });
+    if (message.token !== '000000') assertError(wrong.error, 403, 'otp_expired');
+    const { data, error: verifyError } = await client().auth.verifyOtp({
+      email: address,
+      token: message.token,
+      type: 'recovery',
+    });
+    assert.equal(verifyError, null);
+    assert.equal(data.user.email, address);
+    assert.ok(data.session.access_token);
+  });
+
+  test('signInWithOtp, then verifyOtp with the link token', async () => {
+    const address = email('fay');
+    const { error } = await client().auth.signInWithOtp({ email: address });
+    assert.equal(error, null);
+    const message = await lastMessage(address);
+    const { data, error: verifyError } = await client().auth.verifyOtp({
+      token_hash: message.token_hash,
+      type: 'magiclink',
+    });
+    assert.equal(verifyError, null);
+    assert.equal(data.user.email, address);
+  });
+
+  test('signInWithOtp without creating a user answers as for a known address', async () => {
+    const { error } = await client().auth.signInWithOtp({
+      email: email('ghost'),
+      options: { shouldCreateUser: false },
+    });
+    assert.equal(error, null);
+  });
+
+  test('resend', async () => {
+    const address = email('gus');
+    await client().auth.signUp({ email: address, password: PASSWORD });
+    const { error } = await client().auth.resend({ type: 'signup', email: address });
+    assert.equal(error, null);
+    const bad = await client().auth.resend({ type: 'nonsense', email: address });
+    assertError(bad.error, 400, 'validation_failed');
+  });
+});
+
+describe('admin', () => {
+  test('createUser, getUserById, updateUserById, listUsers, deleteUser', async () => {
+    const address = email('hal');
+    const created = await admin.createUser({
+      email: address,
+      password: PASSWORD,
+      email_confirm: true,
+      user_metadata: { plan: 'pro' },
+    });
+    assert.equal(created.error, null);
+    const id = created.data.user.id;
+    const dup = await admin.createUser({ email: address, password: PASSWORD });
+    assertError(dup.error, 422, 'email_exists');
+
+    const got = await admin.getUserById(id);
+    assert.equal(got.data.user.email, address);
+    const missing = await admin.getUserById('00000000-0000-4000-8000-000000000000');
+    assertError(missing.error, 404, 'user_not_found');
+
+    const updated = await admin.updateUserById(id, { user_metadata: { plan: 'team' } });
+    assert.equal(updated.error, null);
+    assert.equal(updated.data.user.user_metadata.plan, 'team');
+
+    const page = await admin.listUsers({ page: 1, perPage: 1 });
+    assert.equal(page.error, null);
+    assert.equal(page.data.users.length, 1);
+    assert.ok(page.data.total >= 2);
+    assert.equal(page.data.nextPage, 2);
+
+    const deleted = await admin.deleteUser(id);
+    assert.equal(deleted.error, null);
+    assertError((await admin.getUserById(id)).error, 404, 'user_not_found');
+  });
+
+  test('generateLink and inviteUserByEmail', async () => {
+    const address = email('ida');
+    const link = await admin.generateLink({
+      type: 'signup',
+      email: address,
+      password: PASSWORD,
+      options: { redirectTo: 'http://localhost:3000/welcome' },
+    });
+    assert.equal(link.error, null);
+    assert.match(link.data.properties.action_link, /\?token/);
+    assert.match(link.data.properties.action_link, /type=signup/);
+    assert.match(link.data.properties.action_link, /redirect_to=/);
+    assert.ok(link.data.properties.email_otp);
+
+    const invited = await admin.inviteUserByEmail(email('jo'), { data: { team: 'a' } });
+    assert.equal(invited.error, null);
+    assert.ok(invited.data.user.invited_at);
+  });
+
+  test('the anon key is not an admin', async () => {
+    const notAdmin = createClient(AUTH_URL, ANON_KEY, { realtime: { transport: ws }, auth: { persistSession: false } }).auth.admin;
+    const { error } = await notAdmin.listUsers();
+    assertError(error, 403, 'not_admin');
+  });
+});
