@@ -67,6 +67,18 @@ async fn http(
     bearer: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    raw(client, env, method, path, bearer, body).await
+}
+
+async fn raw(
+    client: &Http,
+    env: &Env,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: String,
+) -> (u16, Value) {
     let mut req = Request::builder()
         .method(method)
         .uri(format!("{}{}", env.url, path))
@@ -77,7 +89,6 @@ async fn http(
         )
         .header("content-type", "application/json");
     req = req.header("x-supabase-api-version", "2024-01-01");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
     let Ok(req) = req.body(Full::new(Bytes::from(body))) else {
         return (0, Value::Null);
     };
@@ -351,8 +362,8 @@ async fn soak(env: Arc<Env>, seconds: f64, pid: String) {
                 n += 1;
                 let (label, (status, v)) = match n % 20 {
                     0 => ("password", http(&client, &env, "POST", "/token?grant_type=password", None, Some(json!({"email": account.email, "password": PASSWORD}))).await),
-                    1 => ("wrong password", http(&client, &env, "POST", "/token?grant_type=password", None, Some(json!({"email": format!("nobody{n}@example.com"), "password": "wrong"}))).await),
-                    2 => ("malformed", http(&client, &env, "POST", "/signup", None, None).await),
+                    1 => ("wrong password", http(&client, &env, "POST", "/token?grant_type=password", None, Some(json!({"email": format!("nobody{i}-{n}@example.com"), "password": "wrong"}))).await),
+                    2 => ("malformed JSON", raw(&client, &env, "POST", "/signup", None, "{\"email\": ".into()).await),
                     3..=8 => {
                         let r = http(&client, &env, "POST", "/token?grant_type=refresh_token", None, Some(json!({"refresh_token": account.refresh}))).await;
                         update(&mut account, &r.1);

@@ -273,3 +273,77 @@ def test_logs_never_hold_secrets(http_server, tmp_path):
     text = log.read_text()
     for secret in (PASSWORD, session["access_token"], session["refresh_token"], s.anon, "secret-link-token"):
         assert secret not in text
+
+
+VOLATILE = {"id", "sub", "session_id", "identity_id", "user_id", "iat", "exp", "created_at", "updated_at",
+            "last_sign_in_at", "email_confirmed_at", "confirmed_at", "confirmation_sent_at", "timestamp"}
+
+
+def stable(value):
+    """What an app sees, without the values that differ by nature (ids, times)."""
+    if isinstance(value, dict):
+        return {k: ("<volatile>" if k in VOLATILE and v is not None else stable(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [stable(v) for v in value]
+    return value
+
+
+def sql_flow(email):
+    """The flow of tests/js/flow.mjs, over SQL as a PostgREST RPC client would make it."""
+    import base64
+
+    import psycopg
+
+    from conftest import api
+
+    def claims(token):
+        part = token.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+    def call(c, sql, args=(), token=None):
+        try:
+            with c.transaction():
+                if token:
+                    c.execute("select auth.authenticate(%s)", (token,))
+                else:
+                    c.execute("set local role anon")
+                return c.execute(sql, args).fetchone()["r"], None
+        except psycopg.Error as e:
+            return None, e.diag.message_primary.split(":")[0]
+
+    out = {}
+    with api(SERVER_DB_NAME) as c:
+        up, _ = call(c, "select auth.sign_up(%s, %s, '{\"name\": \"Flow\"}') as r", (email, PASSWORD))
+        out["sign_up"] = {"user": up["user"], "claims": claims(up["access_token"]), "error": None}
+        out["sign_up_again"] = call(c, "select auth.sign_up(%s, %s) as r", (email, PASSWORD))[1]
+        out["wrong_password"] = call(c, "select auth.sign_in(%s, %s) as r", (email, "not the password"))[1]
+        s, _ = call(c, "select auth.sign_in(%s, %s) as r", (email, PASSWORD))
+        out["sign_in"] = {"user": s["user"], "claims": claims(s["access_token"])}
+        out["get_user"] = call(c, "select auth.user() as r", token=s["access_token"])[0]
+        out["update_user"] = call(c, "select auth.update_user('{\"data\": {\"theme\": \"dark\"}}') as r",
+                                  token=s["access_token"])[0]
+        out["same_password"] = call(c, "select auth.update_user(jsonb_build_object('password', %s::text)) as r",
+                                    (PASSWORD,), token=s["access_token"])[1]
+        r, _ = call(c, "select auth.refresh(%s) as r", (s["refresh_token"],))
+        out["refresh"] = {"user": r["user"], "claims": claims(r["access_token"])}
+    return out
+
+
+SERVER_DB_NAME = "auth_http"
+
+
+def test_the_same_flow_through_supabase_js_and_over_sql(http_server):
+    from conftest import API_PASSWORD, API_ROLE
+
+    with admin(http_server.db) as c:
+        c.execute(f"grant anon, authenticated to {API_ROLE}")
+    env = {**os.environ, "AUTH_URL": http_server.url, "ANON_KEY": http_server.anon, "FLOW_EMAIL": "flow-js@example.com"}
+    r = subprocess.run(["node", "flow.mjs"], cwd="tests/js", env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    through_http = json.loads(r.stdout)
+    over_sql = sql_flow("flow-sql@example.com")
+    normalize = lambda flow: json.loads(json.dumps(stable(flow)).replace("flow-js@", "flow@").replace("flow-sql@", "flow@"))
+    assert normalize(through_http) == normalize(over_sql)
+    assert through_http["wrong_password"] == "invalid_credentials"
+    assert through_http["same_password"] == "same_password"
+    assert API_PASSWORD

@@ -330,3 +330,64 @@ describe('admin', () => {
     assertError(error, 403, 'not_admin');
   });
 });
+
+describe('PKCE and JWKS', () => {
+  test('a magic link in the PKCE flow: GET /verify redirects with ?code=, exchangeCodeForSession', async () => {
+    const address = email('kim');
+    const sb = client({ flowType: 'pkce', persistSession: true, storage: memoryStorage() });
+    const sent = await sb.auth.signInWithOtp({
+      email: address,
+      options: { emailRedirectTo: 'http://localhost:3000/callback' },
+    });
+    assert.equal(sent.error, null);
+    const message = await lastMessage(address);
+    assert.match(message.token_hash, /^pkce_/);
+    const link = new URL(`${AUTH_URL}/auth/v1/verify`);
+    link.search = new URLSearchParams({
+      token: message.token_hash,
+      type: 'magiclink',
+      redirect_to: 'http://localhost:3000/callback',
+    }).toString();
+    const r = await fetch(link, { redirect: 'manual' });
+    assert.equal(r.status, 303);
+    const location = new URL(r.headers.get('location'));
+    assert.equal(location.origin + location.pathname, 'http://localhost:3000/callback');
+    const code = location.searchParams.get('code');
+    assert.ok(code);
+    const { data, error } = await sb.auth.exchangeCodeForSession(code);
+    assert.equal(error, null);
+    assert.equal(data.user.email, address);
+    assert.equal(data.session.user.email, address);
+    // The code works once.
+    const again = await sb.auth.exchangeCodeForSession(code);
+    assert.ok(again.error);
+  });
+
+  test('exchangeCodeForSession with an unknown code', async () => {
+    const sb = client({ flowType: 'pkce', persistSession: true, storage: memoryStorage() });
+    // A verifier must be stored for the client to send the exchange at all.
+    await sb.auth.signInWithOtp({ email: email('lou') });
+    const { error } = await sb.auth.exchangeCodeForSession('no-such-code');
+    assertError(error, 404, 'flow_state_not_found');
+  });
+
+  test('getClaims verifies an ES256 token against the JWKS', async () => {
+    const before = (await db.query("select kid from auth.signing_keys where state = 'in_use'")).rows[0].kid;
+    const key = (await db.query("select auth.create_signing_key('ES256') as k")).rows[0].k;
+    await db.query('select auth.promote_signing_key($1)', [key.kid]);
+    try {
+      const address = email('max');
+      const sb = client();
+      const { data } = await sb.auth.signUp({ email: address, password: PASSWORD });
+      const header = JSON.parse(Buffer.from(data.session.access_token.split('.')[0], 'base64url'));
+      assert.equal(header.alg, 'ES256');
+      const claims = await sb.auth.getClaims(data.session.access_token);
+      assert.equal(claims.error, null);
+      assert.equal(claims.data.claims.email, address);
+      const jwks = await (await fetch(`${AUTH_URL}/auth/v1/.well-known/jwks.json`)).json();
+      assert.ok(jwks.keys.some((k) => k.kid === key.kid && !('d' in k)));
+    } finally {
+      if (before) await db.query('select auth.promote_signing_key($1)', [before]);
+    }
+  });
+});
