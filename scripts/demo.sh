@@ -83,6 +83,7 @@ supabase-js, unmodified:
   import { createClient } from '@supabase/supabase-js'
   const supabase = createClient('http://localhost:$HTTP_PORT', '<anon key>')
   await supabase.auth.signInWithPassword({ email: 'alice@example.com', password: 'alice-password-1' })
+  (on Node.js 20, which lacks WebSocket, also pass { realtime: { transport: ws } } as the example does)
 or run the example again:
   SUPABASE_URL=http://localhost:$HTTP_PORT SUPABASE_ANON_KEY=$ANON_KEY node examples/supabase-js/quickstart.mjs
 
