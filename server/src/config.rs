@@ -17,13 +17,19 @@ Configuration (environment variables):
                           role: NOINHERIT, granted anon, authenticated and service_role.
   AUTH_LISTEN             address to listen on                          [127.0.0.1:9999]
   AUTH_EXTERNAL_URL       the URL clients reach this server at (the /verify links that
-                          admin generate_link returns)                  [http://AUTH_LISTEN]
+                          admin generate_link returns)   [http://AUTH_LISTEN; localhost
+                                                          for an unspecified address]
   AUTH_CORS_ORIGINS       comma-separated allowed origins, or *         [*]
   AUTH_TRUSTED_PROXIES    proxies in front of this server whose X-Forwarded-For entries
                           are kept (0: only the connection's address counts)  [0]
   AUTH_POOL_SIZE          database connections                          [16]
   AUTH_POOL_WAIT_MS       how long a request waits for a connection     [5000]
   AUTH_BODY_LIMIT         request body limit in bytes (GoTrue: 1 MiB)   [1048576]
+  AUTH_BODY_BUDGET        bytes of request bodies held at once; more waits,
+                          then 503                                      [67108864]
+  AUTH_MAX_CONNECTIONS    open client connections; more wait to be accepted [1024]
+  AUTH_HEADER_TIMEOUT_MS  time a client has to send a request's headers [10000]
+  AUTH_SHUTDOWN_GRACE_MS  on SIGTERM, time requests in flight get       [10000]
   AUTH_REQUEST_TIMEOUT_MS a request's time limit, in milliseconds      [30000]
   AUTH_LOG                log filter (tracing's EnvFilter syntax)       [info]
   AUTH_LOG_FORMAT         json or text                                  [json]
@@ -44,6 +50,10 @@ pub struct Config {
     pub pool_size: usize,
     pub pool_wait: Duration,
     pub body_limit: usize,
+    pub body_budget: usize,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub shutdown_grace: Duration,
     pub request_timeout: Duration,
     pub log_filter: String,
     pub log_json: bool,
@@ -70,8 +80,13 @@ impl Config {
         let listen: SocketAddr = listen_text
             .parse()
             .map_err(|_| format!("AUTH_LISTEN must be an address:port, not {listen_text:?}"))?;
+        let reachable = if listen.ip().is_unspecified() {
+            format!("http://localhost:{}", listen.port())
+        } else {
+            format!("http://{listen}")
+        };
         let external_url = var("AUTH_EXTERNAL_URL")
-            .unwrap_or_else(|| format!("http://{listen}"))
+            .unwrap_or(reachable)
             .trim_end_matches('/')
             .to_string();
         url::Url::parse(&external_url)
@@ -101,6 +116,10 @@ impl Config {
             pool_size,
             pool_wait: Duration::from_millis(number("AUTH_POOL_WAIT_MS", 5000u64)?),
             body_limit: number("AUTH_BODY_LIMIT", 1usize << 20)?,
+            body_budget: number("AUTH_BODY_BUDGET", 64usize << 20)?,
+            max_connections: number("AUTH_MAX_CONNECTIONS", 1024usize)?.max(1),
+            header_timeout: Duration::from_millis(number("AUTH_HEADER_TIMEOUT_MS", 10_000u64)?),
+            shutdown_grace: Duration::from_millis(number("AUTH_SHUTDOWN_GRACE_MS", 10_000u64)?),
             request_timeout: Duration::from_millis(number("AUTH_REQUEST_TIMEOUT_MS", 30_000u64)?),
             log_filter: var("AUTH_LOG").unwrap_or_else(|| "info".into()),
             log_json: log_format == "json",

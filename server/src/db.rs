@@ -48,22 +48,33 @@ pub struct Ctx {
     pub auth: Auth,
 }
 
-const KEYED: &str = "select pg_catalog.set_config('request.headers', $1, true), \
-    pg_catalog.set_config('request.method', $2, true), \
-    pg_catalog.set_config('request.path', $3, true), \
-    auth.authenticate_request($4, $5)";
-const ANONYMOUS: &str = "select pg_catalog.set_config('request.headers', $1, true), \
-    pg_catalog.set_config('request.method', $2, true), \
-    pg_catalog.set_config('request.path', $3, true), \
+// The statement timeout (local to the transaction, so safe through PgBouncer) ends the call
+// before the request's own time limit: a request answered 504 has not written anything.
+const KEYED: &str = "select pg_catalog.set_config('statement_timeout', $1, true), \
+    pg_catalog.set_config('request.headers', $2, true), \
+    pg_catalog.set_config('request.method', $3, true), \
+    pg_catalog.set_config('request.path', $4, true), \
+    auth.authenticate_request($5, $6)";
+const ANONYMOUS: &str = "select pg_catalog.set_config('statement_timeout', $1, true), \
+    pg_catalog.set_config('request.headers', $2, true), \
+    pg_catalog.set_config('request.method', $3, true), \
+    pg_catalog.set_config('request.path', $4, true), \
     pg_catalog.set_config('role', 'anon', true)";
 
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// `statement_timeout` for the extension call, e.g. `29500ms`.
+    statement_timeout: String,
 }
 
 impl Db {
-    pub fn new(url: &str, size: usize, wait: Duration) -> Result<Db, String> {
+    pub fn new(
+        url: &str,
+        size: usize,
+        wait: Duration,
+        request_timeout: Duration,
+    ) -> Result<Db, String> {
         let mut pg: tokio_postgres::Config =
             url.parse().map_err(|e| format!("AUTH_DATABASE_URL: {e}"))?;
         if pg.get_application_name().is_none() {
@@ -83,7 +94,39 @@ impl Db {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| format!("connection pool: {e}"))?;
-        Ok(Db { pool })
+        let statement = request_timeout
+            .saturating_sub(Duration::from_millis(500))
+            .max(Duration::from_millis(100));
+        Ok(Db {
+            pool,
+            statement_timeout: format!("{}ms", statement.as_millis()),
+        })
+    }
+
+    /// A warning at startup when the server's role does not trust the one hop the server
+    /// writes: every client would then share one address for the per-address limits.
+    pub async fn check_setup(&self) {
+        let Ok(client) = self.pool.get().await else {
+            tracing::warn!("the database is not reachable yet");
+            return;
+        };
+        let trusted = client
+            .query_opt(
+                "select pg_catalog.current_setting('auth.trusted_proxies', true)",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0);
+        if trusted == 0 {
+            tracing::warn!(
+                "auth.trusted_proxies is 0 for this role: the database sees no client address \
+                 (alter role <server role> set auth.trusted_proxies = 1)"
+            );
+        }
     }
 
     /// Runs `sql` (one extension call whose one column is json/jsonb, or no row) in the
@@ -96,6 +139,8 @@ impl Db {
         params: Vec<Param>,
     ) -> Result<Value, ApiError> {
         let pool = self.pool.clone();
+        let timeout = self.statement_timeout.clone();
+        let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let client = pool.get().await.map_err(|e| {
                 tracing::warn!(error = %e, "no database connection");
@@ -105,18 +150,39 @@ impl Db {
                     "No database connection is free; try again shortly",
                 )
             })?;
-            run(&client, &ctx, sql, &params).await
+            let _ = cancel_tx.send(client.cancel_token());
+            run(&client, &ctx, &timeout, sql, &params).await
         });
-        task.await.unwrap_or_else(|e| {
+        // Dropped before the task ends (the request's time limit), the call is cancelled:
+        // it rolls back rather than committing after the client was told it failed.
+        let mut guard = CancelOnDrop(Some(cancel_rx));
+        let result = task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "request task failed");
             Err(ApiError::unexpected())
-        })
+        });
+        guard.0 = None;
+        result
+    }
+}
+
+struct CancelOnDrop(Option<tokio::sync::oneshot::Receiver<tokio_postgres::CancelToken>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.0.take() {
+            if let Ok(token) = rx.try_recv() {
+                tokio::spawn(async move {
+                    let _ = token.cancel_query(NoTls).await;
+                });
+            }
+        }
     }
 }
 
 async fn run(
     client: &tokio_postgres::Client,
     ctx: &Ctx,
+    statement_timeout: &String,
     sql: &str,
     params: &[Param],
 ) -> Result<Value, ApiError> {
@@ -125,6 +191,7 @@ async fn run(
         Auth::Anonymous => (ANONYMOUS, None, None),
     };
     let mut context: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (statement_timeout, Type::TEXT),
         (&ctx.headers, Type::TEXT),
         (&ctx.method, Type::TEXT),
         (&ctx.path, Type::TEXT),

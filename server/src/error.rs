@@ -75,6 +75,11 @@ impl ApiError {
                 }
                 Self::new(status, code, text)
             }
+            // Bad data the database refused (a NUL byte, an invalid encoding, a value out
+            // of range): the caller's input, not a failure.
+            None if state.starts_with("22") || state.starts_with("23") => {
+                Self::new(StatusCode::BAD_REQUEST, "validation_failed", db.message())
+            }
             None => {
                 tracing::error!(
                     sqlstate = state,
@@ -124,6 +129,7 @@ pub const STATUS_BY_CODE: &[(&str, u16)] = &[
     ("bad_code_verifier", 400),
     ("reauthentication_needed", 400),
     ("no_authorization", 401),
+    ("no_api_key", 401),
     ("invalid_api_key", 401),
     ("bad_jwt", 403),
     ("session_not_found", 403),
@@ -135,7 +141,7 @@ pub const STATUS_BY_CODE: &[(&str, u16)] = &[
     ("flow_state_not_found", 404),
     ("not_found", 404),
     ("method_not_allowed", 405),
-    ("request_timeout", 408),
+    ("request_timeout", 504),
     ("request_too_large", 413),
     ("user_already_exists", 422),
     ("email_exists", 422),
@@ -145,6 +151,7 @@ pub const STATUS_BY_CODE: &[(&str, u16)] = &[
     ("anonymous_provider_disabled", 422),
     ("provider_disabled", 422),
     ("otp_disabled", 422),
+    ("manual_linking_disabled", 422),
     ("flow_state_expired", 422),
     ("over_request_rate_limit", 429),
     ("over_email_send_rate_limit", 429),
@@ -179,12 +186,25 @@ impl IntoResponse for ApiError {
 }
 
 /// Middleware: renders an [`ApiError`] in the shape the client asked for.
+/// GoTrue reads the version as a date; anything that is not one is the legacy version.
+fn new_api_version(v: &str) -> bool {
+    let v = v.trim();
+    let b = v.as_bytes();
+    let date = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    date && v >= API_VERSION_2024
+}
+
 pub async fn shape_errors(req: Request, next: Next) -> Response {
     let new_shape = req
         .headers()
         .get("x-supabase-api-version")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() >= API_VERSION_2024);
+        .is_some_and(new_api_version);
     let mut response = next.run(req).await;
     let Some(err) = response.extensions_mut().remove::<ApiError>() else {
         return response;
@@ -206,8 +226,10 @@ pub fn render(err: ApiError, new_shape: bool) -> Response {
     }
     let mut r = (err.status, axum::Json(body)).into_response();
     let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&err.code) {
-        h.insert("x-sb-error-code", v);
+    if !err.oauth {
+        if let Ok(v) = HeaderValue::from_str(&err.code) {
+            h.insert("x-sb-error-code", v);
+        }
     }
     if new_shape {
         h.insert(
@@ -252,6 +274,16 @@ mod tests {
             (None, "permission denied for function x")
         );
         assert_eq!(split_code("Key (id): exists"), (None, "Key (id): exists"));
+    }
+
+    #[test]
+    fn api_versions_are_dates() {
+        assert!(new_api_version("2024-01-01"));
+        assert!(new_api_version(" 2025-06-30 "));
+        assert!(!new_api_version("2023-12-31"));
+        assert!(!new_api_version("banana"));
+        assert!(!new_api_version("9"));
+        assert!(!new_api_version("2024-1-01x"));
     }
 
     #[test]

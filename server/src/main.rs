@@ -8,6 +8,7 @@ mod error;
 mod handlers;
 mod request;
 
+use axum::extract::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -17,15 +18,21 @@ use axum::Router;
 use config::Config;
 use error::ApiError;
 use handlers::{account, admin, misc, token, verify};
-use std::net::SocketAddr;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 #[derive(Clone)]
 pub struct App {
     pub db: db::Db,
     pub config: Arc<Config>,
+    /// KiB of request bodies that may be held at once (AUTH_BODY_BUDGET).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 fn routes() -> Router<App> {
@@ -120,9 +127,20 @@ pub fn app(state: App) -> Router {
             },
         ))
         .layer(middleware::from_fn(error::shape_errors))
+        .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(log_request))
         .layer(cors)
         .with_state(state)
+}
+
+/// Answers carry tokens and users: no cache keeps them (the JWKS sets its own policy).
+async fn no_store(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    response
+        .headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn not_found() -> ApiError {
@@ -226,21 +244,75 @@ fn main() {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let db = db::Db::new(&config.database_url, config.pool_size, config.pool_wait)?;
+    let db = db::Db::new(
+        &config.database_url,
+        config.pool_size,
+        config.pool_wait,
+        config.request_timeout,
+    )?;
+    db.check_setup().await;
     let listen = config.listen;
+    let budget_kib = (config.body_budget / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let (max_connections, header_timeout, grace) = (
+        config.max_connections,
+        config.header_timeout,
+        config.shutdown_grace,
+    );
     let state = App {
         db,
         config: Arc::new(config),
+        body_budget: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, "listening");
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| e.to_string())
+    let router = app(state);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        // At most AUTH_MAX_CONNECTIONS open at once: the next waits to be accepted.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => p.map_err(|e| e.to_string())?,
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req)
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("every request finished"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace over: closing the remaining connections"),
+    }
+    Ok(())
 }

@@ -14,9 +14,22 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-/// Headers that carry secrets: the database needs none of them, so they never reach
-/// `request.headers` (where a hook or a log could see them).
-const SECRET_HEADERS: &[&str] = &["authorization", "apikey", "cookie", "proxy-authorization"];
+/// Headers that never reach `request.headers`: secrets (the database needs none of them,
+/// and a hook or a log could see them there), and client-written claims of an address,
+/// which a hook or a policy might trust (the client's address is `x-forwarded-for`, which
+/// this server writes).
+const DROPPED_HEADERS: &[&str] = &[
+    "authorization",
+    "apikey",
+    "cookie",
+    "proxy-authorization",
+    "x-forwarded-for",
+    "x-real-ip",
+    "forwarded",
+    "cf-connecting-ip",
+    "true-client-ip",
+    "x-client-ip",
+];
 
 pub struct Req {
     pub headers: String,
@@ -28,19 +41,35 @@ pub struct Req {
 }
 
 impl Req {
-    /// The context of an endpoint behind the gateway's key check.
+    /// The context of a public endpoint behind the gateway's key check: the key acts (as
+    /// GoTrue, these endpoints ignore `Authorization`, so an app that sends a user's token,
+    /// even an expired one, with every request still signs in).
     pub fn keyed(&self) -> Result<Ctx, ApiError> {
-        let apikey = self.apikey.clone().ok_or_else(|| {
-            ApiError::new(
+        Ok(self.ctx(Auth::Keyed {
+            apikey: self.apikey()?,
+            bearer: None,
+        }))
+    }
+
+    /// The context of an endpoint that acts as the bearer: the user (`/user`, `/logout`) or
+    /// the service key (`/admin/*`, `/invite`).
+    pub fn keyed_as_bearer(&self) -> Result<Ctx, ApiError> {
+        let apikey = self.apikey()?;
+        let Some(bearer) = self.bearer.clone() else {
+            return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "no_api_key",
-                "No API key found in request",
-            )
-        })?;
+                "no_authorization",
+                "This endpoint requires a valid Bearer token",
+            ));
+        };
         Ok(self.ctx(Auth::Keyed {
             apikey,
-            bearer: self.bearer.clone(),
+            bearer: Some(bearer),
         }))
+    }
+
+    fn apikey(&self) -> Result<String, ApiError> {
+        self.apikey.clone().ok_or_else(no_api_key)
     }
 
     /// The context of an endpoint a browser opens without a key.
@@ -86,6 +115,14 @@ pub fn client_address(forwarded: Option<&str>, peer: SocketAddr, trusted: usize)
     hops[i].chars().take(64).collect()
 }
 
+fn no_api_key() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "no_api_key",
+        "No API key found in request",
+    )
+}
+
 impl FromRequestParts<App> for Req {
     type Rejection = ApiError;
 
@@ -103,11 +140,19 @@ impl FromRequestParts<App> for Req {
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         };
-        let forwarded = text("x-forwarded-for");
+        // Every X-Forwarded-For line, in order, as one list (a proxy may add a line of its
+        // own rather than extend the client's); bytes that are not text stay an entry.
+        let forwarded: Vec<String> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let forwarded = forwarded.join(",");
         let mut headers = Map::new();
         for (name, value) in &parts.headers {
             let name = name.as_str();
-            if SECRET_HEADERS.contains(&name) || name == "x-forwarded-for" {
+            if DROPPED_HEADERS.contains(&name) {
                 continue;
             }
             if let Ok(v) = value.to_str() {
@@ -116,7 +161,11 @@ impl FromRequestParts<App> for Req {
         }
         headers.insert(
             "x-forwarded-for".into(),
-            Value::from(client_address(forwarded, peer, app.config.trusted_proxies)),
+            Value::from(client_address(
+                Some(forwarded.as_str()).filter(|f| !f.trim().is_empty()),
+                peer,
+                app.config.trusted_proxies,
+            )),
         );
         let query: HashMap<String, String> = parts
             .uri
@@ -160,6 +209,35 @@ impl<T: DeserializeOwned> FromRequest<App> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &App) -> Result<Self, ApiError> {
+        // Every endpoint with a body needs a key: without one, nothing is read.
+        let has_key = req.headers().contains_key("apikey")
+            || req.uri().query().is_some_and(|q| {
+                url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "apikey")
+            });
+        if !has_key {
+            return Err(no_api_key());
+        }
+        // Bodies in memory at once are bounded (AUTH_BODY_BUDGET), by their declared size
+        // or, without one, the limit: slow or large bodies cannot take the memory.
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(app.config.body_limit)
+            .min(app.config.body_limit);
+        let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let _budget = tokio::time::timeout(app.config.pool_wait, app.body_budget.acquire_many(kib))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unexpected_failure",
+                    "The server is busy; try again shortly",
+                )
+            })?;
         let bytes = Bytes::from_request(req, app).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -171,18 +249,25 @@ impl<T: DeserializeOwned> FromRequest<App> for Body<T> {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_json", "Could not read body")
             }
         })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        serde_json::from_slice(bytes).map(Body).map_err(|e| {
+        let bad = |e: serde_json::Error| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_json",
                 format!("Could not parse request body as JSON: {e}"),
             )
-        })
+        };
+        let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Map::new())
+        } else {
+            serde_json::from_slice(&bytes).map_err(bad)?
+        };
+        // `null` is an empty body, as GoTrue reads it.
+        let value = if value.is_null() {
+            Value::Object(Map::new())
+        } else {
+            value
+        };
+        serde_json::from_value(value).map(Body).map_err(bad)
     }
 }
 

@@ -43,17 +43,22 @@ def fresh_database(name):
         c.execute("create extension auth_ext")
 
 
+def login_role(c, name, password):
+    """A NOINHERIT login role, as an API layer's authenticator is (roles are cluster-wide)."""
+    c.execute(
+        f"""do $$ begin
+              if not exists (select from pg_roles where rolname = '{name}') then
+                create role {name} login noinherit password '{password}';
+              end if;
+            end $$"""
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def database():
     fresh_database(DB)
     with admin() as c:
-        c.execute(
-            f"""do $$ begin
-                  if not exists (select from pg_roles where rolname = '{API_ROLE}') then
-                    create role {API_ROLE} login noinherit password '{API_PASSWORD}';
-                  end if;
-                end $$"""
-        )
+        login_role(c, API_ROLE, API_PASSWORD)
         c.execute(f"grant anon, authenticated to {API_ROLE}")
     return DB
 
@@ -131,13 +136,7 @@ def server_database(name=SERVER_DB):
     (anon key, service key)."""
     fresh_database(name)
     with admin(name) as c:
-        c.execute(
-            f"""do $$ begin
-                  if not exists (select from pg_roles where rolname = '{SERVER_ROLE}') then
-                    create role {SERVER_ROLE} login noinherit password '{SERVER_PASSWORD}';
-                  end if;
-                end $$"""
-        )
+        login_role(c, SERVER_ROLE, SERVER_PASSWORD)
         c.execute(f"grant anon, authenticated, service_role to {SERVER_ROLE}")
         c.execute(f"alter role {SERVER_ROLE} set auth.trusted_proxies = 1")
         c.execute(f'alter database "{name}" set auth.anonymous_sign_ins = on')

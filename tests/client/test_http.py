@@ -108,7 +108,8 @@ def test_keys_as_the_gateway_checks_them(http_server):
     assert (r.status_code, r.json()["error_code"]) == (401, "invalid_api_key")
     # A user's access token is not an API key.
     session = sign_up(s, "keys-owner@example.com")
-    r = httpx.get(f"{s.url}/user", headers={"apikey": session["access_token"]})
+    r = httpx.get(f"{s.url}/user", headers={"apikey": session["access_token"],
+                                            "Authorization": f"Bearer {session['access_token']}"})
     assert (r.status_code, r.json()["error_code"]) == (401, "invalid_api_key")
     # A key signed with another secret.
     forged = s.anon.rsplit(".", 1)[0] + ".c2lnbmF0dXJl"
@@ -347,3 +348,183 @@ def test_the_same_flow_through_supabase_js_and_over_sql(http_server):
     assert through_http["wrong_password"] == "invalid_credentials"
     assert through_http["same_password"] == "same_password"
     assert API_PASSWORD
+
+
+# What an attacker tried against the server (each of these worked before its fix).
+
+
+class running:
+    """A server of its own, with settings for one test."""
+
+    def __init__(self, base, **env):
+        from conftest import server_dsn, start_server
+
+        self.server = start_server(server_dsn(), base.anon, base.service, **env)
+
+    def __enter__(self):
+        return self.server
+
+    def __exit__(self, *exc):
+        self.server.stop()
+
+
+def session_ips(db, email):
+    with admin(db) as c:
+        return [r["ip"] for r in c.execute(
+            "select host(s.ip) as ip from auth.sessions s join auth.users u on u.id = s.user_id "
+            "where u.email = %s order by s.created_at", (email,))]
+
+
+def test_forwarded_for_behind_a_trusted_proxy(http_server):
+    with running(http_server, AUTH_TRUSTED_PROXIES="1") as s:
+        # The proxy (here: the test) appended 10.1.1.1 to what the client wrote.
+        r = httpx.post(f"{s.url}/signup", headers={**keyed(s), "X-Forwarded-For": "6.6.6.6, 10.1.1.1"},
+                       json={"email": "xff-one@example.com", "password": PASSWORD})
+        assert r.status_code == 200
+        assert session_ips(http_server.db, "xff-one@example.com") == ["10.1.1.1"]
+        # A proxy that adds a header line of its own: the lines are one list.
+        h = httpx.Headers([("apikey", s.anon), ("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "10.1.1.2")])
+        r = httpx.post(f"{s.url}/signup", headers=h, json={"email": "xff-two@example.com", "password": PASSWORD})
+        assert r.status_code == 200
+        assert session_ips(http_server.db, "xff-two@example.com") == ["10.1.1.2"]
+        # Bytes that are not text are still an entry, not a reason to fall back to the proxy.
+        h = httpx.Headers([("apikey", s.anon), ("X-Forwarded-For", b"\xff, 10.1.1.3")])
+        r = httpx.post(f"{s.url}/signup", headers=h, json={"email": "xff-three@example.com", "password": PASSWORD})
+        assert r.status_code == 200
+        assert session_ips(http_server.db, "xff-three@example.com") == ["10.1.1.3"]
+
+
+def test_a_timed_out_request_writes_nothing_and_frees_its_connection(http_server):
+    with running(http_server, AUTH_REQUEST_TIMEOUT_MS="1500", AUTH_POOL_SIZE="2") as s:
+        with admin(http_server.db) as locker:
+            locker.execute("begin")
+            locker.execute("lock table auth.users in exclusive mode")
+            r = httpx.post(f"{s.url}/signup", headers=keyed(s), timeout=10,
+                           json={"email": "timeout@example.com", "password": PASSWORD})
+            assert (r.status_code, r.json()["error_code"]) == (504, "request_timeout")
+            # The connection came back to the pool: the server still answers.
+            assert httpx.get(f"{s.url}/health", timeout=5).status_code == 200
+            locker.execute("rollback")
+        with admin(http_server.db) as c:
+            assert c.execute("select count(*) as n from auth.users where email = 'timeout@example.com'").fetchone()["n"] == 0
+
+
+def test_no_free_connection_is_503(http_server):
+    with running(http_server, AUTH_POOL_SIZE="1", AUTH_POOL_WAIT_MS="300") as s:
+        with admin(http_server.db) as locker:
+            locker.execute("begin")
+            locker.execute("lock table auth.users in exclusive mode")
+            slow = threading.Thread(target=lambda: httpx.post(
+                f"{s.url}/signup", headers=keyed(s), timeout=60,
+                json={"email": "pool@example.com", "password": PASSWORD}))
+            slow.start()
+            import time
+
+            time.sleep(0.5)
+            r = httpx.get(f"{s.url}/settings", headers=keyed(s), timeout=10)
+            assert r.status_code == 503
+            locker.execute("rollback")
+            slow.join()
+
+
+def test_database_refusals_of_bad_bytes_are_400(http_server):
+    r = httpx.post(f"{http_server.url}/token?grant_type=password", headers=keyed(http_server),
+                   json={"email": "nul@example.com", "password": "abc\u0000def"})
+    assert r.status_code == 400, r.text
+
+
+def test_public_endpoints_ignore_a_stale_bearer(http_server):
+    s = http_server
+    session = sign_up(s, "stale@example.com")
+    for bearer in ("garbage", session["access_token"][:-4] + "AAAA"):
+        r = httpx.post(f"{s.url}/token?grant_type=password", headers={"apikey": s.anon, "Authorization": f"Bearer {bearer}"},
+                       json={"email": "stale@example.com", "password": PASSWORD})
+        assert r.status_code == 200, r.text
+    r = httpx.post(f"{s.url}/logout", headers={"apikey": s.anon})
+    assert (r.status_code, r.json()["error_code"]) == (401, "no_authorization")
+    r = httpx.post(f"{s.url}/token?grant_type=id_token", headers=keyed(s),
+                   json={"provider": "google", "id_token": "x", "link_identity": True})
+    assert (r.status_code, r.json()["error_code"]) == (422, "manual_linking_disabled")
+
+
+def test_protocol_details(http_server):
+    s = http_server
+    body = {"email": "nobody@example.com", "password": "wrong password"}
+    r = httpx.post(f"{s.url}/token?grant_type=password", headers=keyed(s, **{"X-Supabase-Api-Version": "banana"}), json=body)
+    assert r.json()["error_code"] == "invalid_credentials" and "x-supabase-api-version" not in r.headers
+    r = httpx.get(f"{s.url}/admin/users/%FF%FE", headers={"apikey": s.service, "Authorization": f"Bearer {s.service}"})
+    assert (r.status_code, r.json()["error_code"]) == (404, "validation_failed")
+    r = httpx.post(f"{s.url}/recover", headers=keyed(s), content=b"null")
+    assert r.status_code in (200, 400) and r.json().get("error_code") != "bad_json"
+    r = httpx.post(f"{s.url}/token?grant_type=refresh_token", headers=keyed(s), json={})
+    assert "x-sb-error-code" not in r.headers
+    session = sign_up(s, "nostore@example.com")
+    assert session and httpx.post(f"{s.url}/token?grant_type=password", headers=keyed(s),
+                                  json={"email": "nostore@example.com", "password": PASSWORD}).headers["cache-control"] == "no-store"
+
+
+def test_pkce_email_change_through_put_user(http_server):
+    s = http_server
+    session = sign_up(s, "pkce-change@example.com")
+    challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    r = httpx.put(f"{s.url}/user", headers=keyed(s, session["access_token"]),
+                  json={"email": "pkce-changed@example.com", "code_challenge": challenge, "code_challenge_method": "s256"})
+    assert r.status_code == 200, r.text
+    with admin(s.db) as c:
+        m = c.execute("select message from auth.email_outbox where recipient = 'pkce-changed@example.com' "
+                      "order by id desc limit 1").fetchone()["message"]
+        assert m["email_data"]["token_hash"].startswith("pkce_")
+        assert c.execute("select count(*) as n from auth.flow_state f join auth.users u on u.id = f.user_id "
+                         "where u.email = 'pkce-change@example.com'").fetchone()["n"] == 1
+
+
+def test_verify_link_errors_keep_the_redirects_query(http_server):
+    s = http_server
+    r = httpx.get(f"{s.url}/verify", params={"token": "pkce_nothing", "type": "magiclink",
+                                              "redirect_to": "http://localhost:3000/in?next=/dash"}, follow_redirects=False)
+    assert r.status_code == 303
+    location = r.headers["location"]
+    assert location.startswith("http://localhost:3000/in?next=/dash&error=access_denied&error_code=otp_expired")
+    assert "#error=access_denied" in location
+    r = httpx.get(f"{s.url}/verify", params={"token": "nothing", "type": "magiclink",
+                                              "redirect_to": "http://localhost:3000/in?next=/dash"}, follow_redirects=False)
+    assert r.headers["location"].startswith("http://localhost:3000/in?next=/dash#error=access_denied")
+
+
+def test_cors_with_a_list_of_origins(http_server):
+    with running(http_server, AUTH_CORS_ORIGINS="http://app.example") as s:
+        pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "apikey"}
+        ok = httpx.options(f"{s.url}/token", headers={"Origin": "http://app.example", **pre})
+        assert ok.headers.get("access-control-allow-origin") == "http://app.example"
+        other = httpx.options(f"{s.url}/token", headers={"Origin": "http://evil.example", **pre})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_slow_clients_and_shutdown(http_server):
+    import socket
+    import time
+
+    with running(http_server, AUTH_HEADER_TIMEOUT_MS="500", AUTH_SHUTDOWN_GRACE_MS="2000") as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        for c in slow:
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(1.5)
+        for c in slow:
+            c.settimeout(2)
+            try:
+                data = c.recv(100)
+            except OSError:
+                data = b""
+            # Closed (or answered with an error) once the header time is over, never served.
+            assert b"200 OK" not in data
+            c.close()
+        hanging = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        for c in hanging:
+            c.sendall(b"POST /signup HTTP/1.1\r\nHost: x\r\napikey: k\r\ncontent-length: 100\r\n\r\n{")
+        started = time.monotonic()
+        s.proc.terminate()
+        s.proc.wait(10)
+        assert time.monotonic() - started < 5
+        for c in hanging:
+            c.close()

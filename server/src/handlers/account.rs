@@ -1,7 +1,7 @@
 //! Sign-up, the messages (`/recover`, `/otp`, `/magiclink`, `/resend`) and the signed-in
 //! user (`GET /user`, `PUT /user`).
 
-use super::{json, no_phone, pkce, Answer};
+use super::{json, no_phone, Answer};
 use crate::db::Param;
 use crate::request::{Body, Req};
 use crate::App;
@@ -37,19 +37,16 @@ pub async fn signup(State(app): State<App>, req: Req, Body(b): Body<SignupBody>)
                 .await?,
         );
     }
-    let mut params = vec![
+    // The extension checks the PKCE pair (both or neither, its form).
+    let params = vec![
         Param::Text(b.email),
         Param::Text(b.password),
         data,
         Param::text(req.query("redirect_to")),
+        Param::Text(b.code_challenge),
+        Param::Text(b.code_challenge_method),
     ];
-    let sql = if pkce(&b.code_challenge, &b.code_challenge_method)? {
-        params.push(Param::Text(b.code_challenge));
-        params.push(Param::Text(b.code_challenge_method));
-        "select auth.sign_up($1, $2, $3, $4, $5, $6)"
-    } else {
-        "select auth.sign_up($1, $2, $3, $4)"
-    };
+    let sql = "select auth.sign_up($1, $2, $3, $4, $5, $6)";
     json(app.db.call(ctx, sql, params).await?)
 }
 
@@ -66,13 +63,11 @@ pub struct EmailBody {
 }
 
 impl EmailBody {
-    fn pkce_params(self, params: &mut Vec<Param>) -> Result<bool, crate::error::ApiError> {
-        let with = pkce(&self.code_challenge, &self.code_challenge_method)?;
-        if with {
-            params.push(Param::Text(self.code_challenge));
-            params.push(Param::Text(self.code_challenge_method));
-        }
-        Ok(with)
+    fn pkce(self) -> [Param; 2] {
+        [
+            Param::Text(self.code_challenge),
+            Param::Text(self.code_challenge_method),
+        ]
     }
 }
 
@@ -82,12 +77,12 @@ pub async fn recover(State(app): State<App>, req: Req, Body(b): Body<EmailBody>)
         Param::Text(b.email.clone()),
         Param::text(req.query("redirect_to")),
     ];
-    let sql = if b.pkce_params(&mut params)? {
-        "select auth.recover($1, $2, $3, $4)"
-    } else {
-        "select auth.recover($1, $2)"
-    };
-    json(app.db.call(ctx, sql, params).await?)
+    params.extend(b.pkce());
+    json(
+        app.db
+            .call(ctx, "select auth.recover($1, $2, $3, $4)", params)
+            .await?,
+    )
 }
 
 pub async fn otp(State(app): State<App>, req: Req, Body(b): Body<EmailBody>) -> Answer {
@@ -102,12 +97,16 @@ pub async fn otp(State(app): State<App>, req: Req, Body(b): Body<EmailBody>) -> 
         Param::Json(data),
         Param::text(req.query("redirect_to")),
     ];
-    let sql = if b.pkce_params(&mut params)? {
-        "select auth.sign_in_with_otp($1, $2, $3, $4, $5, $6)"
-    } else {
-        "select auth.sign_in_with_otp($1, $2, $3, $4)"
-    };
-    json(app.db.call(ctx, sql, params).await?)
+    params.extend(b.pkce());
+    json(
+        app.db
+            .call(
+                ctx,
+                "select auth.sign_in_with_otp($1, $2, $3, $4, $5, $6)",
+                params,
+            )
+            .await?,
+    )
 }
 
 /// The legacy magic link: `/otp` that always creates the user.
@@ -128,16 +127,16 @@ pub async fn resend(State(app): State<App>, req: Req, Body(b): Body<EmailBody>) 
         Param::Text(b.email.clone()),
         Param::text(req.query("redirect_to")),
     ];
-    let sql = if b.pkce_params(&mut params)? {
-        "select auth.resend($1, $2, $3, $4, $5)"
-    } else {
-        "select auth.resend($1, $2, $3)"
-    };
-    json(app.db.call(ctx, sql, params).await?)
+    params.extend(b.pkce());
+    json(
+        app.db
+            .call(ctx, "select auth.resend($1, $2, $3, $4, $5)", params)
+            .await?,
+    )
 }
 
 pub async fn get_user(State(app): State<App>, req: Req) -> Answer {
-    let ctx = req.keyed()?;
+    let ctx = req.keyed_as_bearer()?;
     json(app.db.call(ctx, "select auth.user()", vec![]).await?)
 }
 
@@ -146,17 +145,12 @@ pub async fn update_user(
     req: Req,
     Body(b): Body<Map<String, Value>>,
 ) -> Answer {
-    let ctx = req.keyed()?;
-    // Clients send what they have: a null is an attribute not given, and the PKCE pair
-    // (for a confirmation link of the new address) is not an attribute of the user.
+    let ctx = req.keyed_as_bearer()?;
+    // Clients send what they have: a null is an attribute not given. The PKCE pair goes
+    // along (the extension makes the new address's link a PKCE one).
     let attributes: Map<String, Value> = b
         .into_iter()
-        .filter(|(k, v)| {
-            !v.is_null()
-                && k != "code_challenge"
-                && k != "code_challenge_method"
-                && k != "gotrue_meta_security"
-        })
+        .filter(|(k, v)| !v.is_null() && k != "gotrue_meta_security")
         .collect();
     json(
         app.db

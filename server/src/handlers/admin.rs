@@ -6,6 +6,7 @@ use crate::db::{Ctx, Param};
 use crate::error::ApiError;
 use crate::request::{Body, Req};
 use crate::App;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -28,8 +29,9 @@ async fn call(
 }
 
 /// A user id from the path: GoTrue answers a malformed one with 404.
-fn user_id(id: &str) -> Result<Param, ApiError> {
-    uuid::Uuid::parse_str(id)
+fn user_id(id: Result<Path<String>, PathRejection>) -> Result<Param, ApiError> {
+    let id = id.map(|Path(id)| id).unwrap_or_default();
+    uuid::Uuid::parse_str(&id)
         .map(|u| Param::Text(Some(u.to_string())))
         .map_err(|_| {
             ApiError::new(
@@ -52,7 +54,7 @@ fn page_number(req: &Req, name: &str, default: i32) -> Result<i32, ApiError> {
 }
 
 pub async fn list_users(State(app): State<App>, req: Req) -> Answer {
-    let ctx = req.keyed()?;
+    let ctx = req.keyed_as_bearer()?;
     let page = page_number(&req, "page", 1)?;
     let per_page = page_number(&req, "per_page", 50)?;
     let answer = call(
@@ -95,7 +97,7 @@ pub async fn create_user(
     req: Req,
     Body(b): Body<Map<String, Value>>,
 ) -> Answer {
-    let ctx = req.keyed()?;
+    let ctx = req.keyed_as_bearer()?;
     json(
         call(
             &app,
@@ -107,9 +109,13 @@ pub async fn create_user(
     )
 }
 
-pub async fn get_user(State(app): State<App>, req: Req, Path(id): Path<String>) -> Answer {
-    let ctx = req.keyed()?;
-    let id = user_id(&id)?;
+pub async fn get_user(
+    State(app): State<App>,
+    req: Req,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let ctx = req.keyed_as_bearer()?;
+    let id = user_id(id)?;
     json(
         call(
             &app,
@@ -124,11 +130,11 @@ pub async fn get_user(State(app): State<App>, req: Req, Path(id): Path<String>) 
 pub async fn update_user(
     State(app): State<App>,
     req: Req,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Body(b): Body<Map<String, Value>>,
 ) -> Answer {
-    let ctx = req.keyed()?;
-    let id = user_id(&id)?;
+    let ctx = req.keyed_as_bearer()?;
+    let id = user_id(id)?;
     json(
         call(
             &app,
@@ -148,11 +154,11 @@ pub struct DeleteBody {
 pub async fn delete_user(
     State(app): State<App>,
     req: Req,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Body(b): Body<DeleteBody>,
 ) -> Answer {
-    let ctx = req.keyed()?;
-    let id = user_id(&id)?;
+    let ctx = req.keyed_as_bearer()?;
+    let id = user_id(id)?;
     call(
         &app,
         ctx,
@@ -170,7 +176,7 @@ pub struct InviteBody {
 }
 
 pub async fn invite(State(app): State<App>, req: Req, Body(b): Body<InviteBody>) -> Answer {
-    let ctx = req.keyed()?;
+    let ctx = req.keyed_as_bearer()?;
     json(
         call(
             &app,
@@ -197,7 +203,7 @@ pub struct LinkBody {
 }
 
 pub async fn generate_link(State(app): State<App>, req: Req, Body(b): Body<LinkBody>) -> Answer {
-    let ctx = req.keyed()?;
+    let ctx = req.keyed_as_bearer()?;
     let redirect = b
         .redirect_to
         .clone()

@@ -27,14 +27,3 @@ pub fn no_phone() -> ApiError {
         "Phone logins are disabled",
     )
 }
-
-/// PKCE parameters as GoTrue takes them: both or neither (the extension checks their form).
-pub fn pkce(challenge: &Option<String>, method: &Option<String>) -> Result<bool, ApiError> {
-    match (challenge.as_deref(), method.as_deref()) {
-        (None | Some(""), None | Some("")) => Ok(false),
-        (Some(c), Some(m)) if !c.is_empty() && !m.is_empty() => Ok(true),
-        _ => Err(ApiError::validation(
-            "PKCE flow requires code_challenge and code_challenge_method",
-        )),
-    }
-}

@@ -22,6 +22,7 @@ pub struct TokenBody {
     auth_code: Option<String>,
     code_verifier: Option<String>,
     grant_type: Option<String>,
+    link_identity: Option<bool>,
 }
 
 pub async fn token(State(app): State<App>, req: Req, Body(b): Body<TokenBody>) -> Answer {
@@ -46,6 +47,15 @@ pub async fn token(State(app): State<App>, req: Req, Body(b): Body<TokenBody>) -
                 return Err(ApiError::oauth("refresh_token required"));
             };
             ("select auth.refresh($1)", vec![Param::Text(Some(t))])
+        }
+        "id_token" if b.link_identity == Some(true) => {
+            // Linking an ID token to the signed-in user is not in the extension: signing in
+            // as the token's user instead would replace the caller's session.
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "manual_linking_disabled",
+                "Manual linking is disabled",
+            ));
         }
         "id_token" => (
             "select auth.sign_in_with_id_token($1, $2, $3)",
@@ -81,7 +91,7 @@ pub async fn token(State(app): State<App>, req: Req, Body(b): Body<TokenBody>) -
 }
 
 pub async fn logout(State(app): State<App>, req: Req) -> Answer {
-    let ctx = req.keyed()?;
+    let ctx = req.keyed_as_bearer()?;
     let scope = req.query("scope").unwrap_or("global").to_string();
     app.db
         .call(

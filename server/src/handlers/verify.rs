@@ -64,14 +64,15 @@ pub async fn verify_post(State(app): State<App>, req: Req, Body(b): Body<VerifyB
     )
 }
 
-/// GoTrue's OAuth error name for a status, as the redirect's `error`.
-fn oauth_error(status: u16) -> &'static str {
+/// GoTrue's OAuth error name for a status, as the redirect's `error` (none for the others).
+fn oauth_error(status: u16) -> Option<&'static str> {
     match status {
-        400 => "invalid_request",
-        401 => "unauthorized_client",
-        403 => "access_denied",
-        503 => "temporarily_unavailable",
-        _ => "server_error",
+        400 => Some("invalid_request"),
+        401 => Some("unauthorized_client"),
+        403 => Some("access_denied"),
+        500 => Some("server_error"),
+        503 => Some("temporarily_unavailable"),
+        _ => None,
     }
 }
 
@@ -94,6 +95,7 @@ fn encode(pairs: &[(&str, &str)]) -> String {
 pub async fn verify_get(State(app): State<App>, req: Req) -> Answer {
     let ctx = req.anonymous();
     let kind = req.query("type").map(str::to_string);
+    let pkce = req.query("token").is_some_and(|t| t.starts_with("pkce_"));
     let answer = app
         .db
         .call(
@@ -111,28 +113,49 @@ pub async fn verify_get(State(app): State<App>, req: Req) -> Answer {
         .and_then(Value::as_str)
         .and_then(|r| url::Url::parse(r).ok());
     let Some(mut target) = target else {
-        // No site URL to send the browser to: answer as POST /verify would.
-        return match answer.get("error") {
-            Some(e) => Err(link_error(e)),
-            None => json(answer.get("session").cloned().unwrap_or(Value::Null)),
-        };
+        // A token never goes into the body of a GET: with nowhere to send the browser,
+        // the link's answer is an error.
+        return Err(match answer.get("error") {
+            Some(e) => link_error(e),
+            None => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unexpected_failure",
+                "The link has nowhere to redirect to: set auth.site_url",
+            ),
+        });
     };
     if let Some(e) = answer.get("error") {
         let err = link_error(e);
-        let status = err.status.as_u16();
-        let fragment = encode(&[
-            ("error", oauth_error(status)),
-            ("error_code", &err.code),
-            ("error_description", &err.message),
-            ("sb", ""),
-        ]);
-        let pkce = req.query("token").is_some_and(|t| t.starts_with("pkce_"));
-        target.set_query(pkce.then_some(fragment.as_str()));
-        target.set_fragment(Some(&fragment));
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        if let Some(name) = oauth_error(err.status.as_u16()) {
+            pairs.push(("error", name));
+        }
+        pairs.push(("error_code", &err.code));
+        pairs.push(("error_description", &err.message));
+        // As GoTrue: the error in the fragment, and for PKCE also in the query (the
+        // redirect's own query kept).
+        if pkce {
+            let mut q = target.query_pairs_mut();
+            for (k, v) in &pairs {
+                q.append_pair(k, v);
+            }
+        }
+        pairs.push(("sb", ""));
+        target.set_fragment(Some(&encode(&pairs)));
         return Ok(see_other(target.as_str()));
     }
     if let Some(code) = answer.get("code").and_then(Value::as_str) {
-        target.query_pairs_mut().append_pair("code", code);
+        // `code` set, not added: a redirect URL that has one keeps only ours.
+        let kept: Vec<(String, String)> = target
+            .query_pairs()
+            .filter(|(k, _)| k != "code")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        target
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(kept)
+            .append_pair("code", code);
         return Ok(see_other(target.as_str()));
     }
     let session = answer.get("session").cloned().unwrap_or(Value::Null);
