@@ -110,10 +110,11 @@ async fn raw(
     }
 }
 
-const CONTEXT: &str = "select pg_catalog.set_config('request.headers', $1, true), \
-    pg_catalog.set_config('request.method', $2, true), \
-    pg_catalog.set_config('request.path', $3, true), \
-    auth.authenticate_request($4, $5)";
+const CONTEXT: &str = "select pg_catalog.set_config('statement_timeout', $1, true), \
+    pg_catalog.set_config('request.headers', $2, true), \
+    pg_catalog.set_config('request.method', $3, true), \
+    pg_catalog.set_config('request.path', $4, true), \
+    auth.authenticate_request($5, $6)";
 
 /// The same transaction the server sends, straight to the database.
 async fn sql(
@@ -126,6 +127,7 @@ async fn sql(
     let headers = r#"{"x-forwarded-for":"127.0.0.1","user-agent":"bench"}"#;
     let bearer = bearer.map(str::to_string);
     let ctx: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&"29500ms", Type::TEXT),
         (&headers, Type::TEXT),
         (&"POST", Type::TEXT),
         (&"/token", Type::TEXT),
