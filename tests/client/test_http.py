@@ -249,10 +249,57 @@ def test_python_client(http_server):
     created = admin_api.create_user({"email": "py-admin@example.com", "password": PASSWORD, "email_confirm": True})
     assert admin_api.get_user_by_id(created.user.id).user.email == "py-admin@example.com"
     assert any(u.email == "py-admin@example.com" for u in admin_api.list_users(page=1, per_page=1000))
+    updated = admin_api.update_user_by_id(created.user.id, {"user_metadata": {"plan": "pro"}})
+    assert updated.user.user_metadata["plan"] == "pro"
+    link = admin_api.generate_link({"type": "magiclink", "email": "py-admin@example.com"})
+    assert link.properties.email_otp and "type=magiclink" in link.properties.action_link
+    invited = admin_api.invite_user_by_email("py-invited@example.com")
+    assert invited.user.invited_at
     admin_api.delete_user(created.user.id)
     with pytest.raises(AuthApiError) as e:
         admin_api.get_user_by_id(created.user.id)
     assert e.value.status == 404
+
+    # The message flows, with the code or token from the outbox.
+    def last_message(address):
+        with admin(s.db) as c:
+            return c.execute("select message from auth.email_outbox where recipient = %s order by id desc limit 1",
+                             (address,)).fetchone()["message"]["email_data"]
+
+    client.sign_in_with_otp({"email": "py-otp@example.com"})
+    code = last_message("py-otp@example.com")["token"]
+    with pytest.raises(AuthApiError) as e:
+        client.verify_otp({"email": "py-otp@example.com", "token": "000000" if code != "000000" else "111111", "type": "email"})
+    assert e.value.code == "otp_expired"
+    verified = client.verify_otp({"email": "py-otp@example.com", "token": code, "type": "email"})
+    assert verified.user.email == "py-otp@example.com"
+    client.reset_password_for_email("py@example.com")
+    recovered = client.verify_otp({"email": "py@example.com", "token": last_message("py@example.com")["token"], "type": "recovery"})
+    assert recovered.session
+    set_ = client.set_session(recovered.session.access_token, recovered.session.refresh_token)
+    assert set_.user.email == "py@example.com"
+    changed = client.update_user({"data": {"lang": "python"}})
+    assert changed.user.user_metadata["lang"] == "python"
+    client.sign_out()
+    anonymous = client.sign_in_anonymously()
+    assert anonymous.user.is_anonymous
+
+    # PKCE: the link through GET /verify, then the code.
+    import supabase_auth
+
+    class Memory(supabase_auth.SyncMemoryStorage):
+        pass
+
+    pkce = SyncGoTrueClient(url=f"{s.url}/auth/v1", headers=headers, flow_type="pkce", storage=Memory(),
+                            auto_refresh_token=False, persist_session=True)
+    pkce.sign_in_with_otp({"email": "py-pkce@example.com", "options": {"email_redirect_to": "http://localhost:3000/cb"}})
+    hashed = last_message("py-pkce@example.com")["token_hash"]
+    assert hashed.startswith("pkce_")
+    r = httpx.get(f"{s.url}/auth/v1/verify", params={"token": hashed, "type": "magiclink",
+                                                      "redirect_to": "http://localhost:3000/cb"}, follow_redirects=False)
+    code = httpx.URL(r.headers["location"]).params["code"]
+    exchanged = pkce.exchange_code_for_session({"auth_code": code})
+    assert exchanged.user.email == "py-pkce@example.com"
 
 
 def test_logs_never_hold_secrets(http_server, tmp_path):

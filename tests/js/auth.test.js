@@ -105,6 +105,38 @@ describe('sign-up and sign-in', () => {
     assert.equal(data.user.user_metadata.guest, true);
   });
 
+  test('signInWithIdToken with a registered provider, and a wrong nonce', async () => {
+    const { generateKeyPairSync, sign, createHash } = await import('node:crypto');
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jwk = { ...publicKey.export({ format: 'jwk' }), kid: `google-${run}`, alg: 'ES256', use: 'sig' };
+    await db.query(
+      "select auth.set_trusted_issuer('https://accounts.google.com', $1::jsonb, '{my-client-id}')",
+      [JSON.stringify({ keys: [jwk] })],
+    );
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      const nonce = `raw-nonce-${run}`;
+      const claims = {
+        iss: 'https://accounts.google.com', aud: 'my-client-id', sub: `google-${run}`,
+        email: email('gwen'), email_verified: true, iat: now, exp: now + 600,
+        nonce: createHash('sha256').update(nonce).digest('hex'),
+      };
+      const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+      const input = `${part({ alg: 'ES256', typ: 'JWT', kid: jwk.kid })}.${part(claims)}`;
+      const signature = sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' });
+      const token = `${input}.${signature.toString('base64url')}`;
+      const { data, error } = await client().auth.signInWithIdToken({ provider: 'google', token, nonce });
+      assert.equal(error, null);
+      assert.equal(data.user.email, claims.email);
+      assert.equal(data.user.app_metadata.provider, 'google');
+      const wrong = await client().auth.signInWithIdToken({ provider: 'google', token, nonce: 'another' });
+      assert.ok(wrong.error);
+      assert.equal(wrong.error.code, 'bad_jwt');
+    } finally {
+      await db.query("select auth.drop_trusted_issuer('https://accounts.google.com')");
+    }
+  });
+
   test('signInWithIdToken with a provider that is not registered is refused', async () => {
     const { error } = await client().auth.signInWithIdToken({ provider: 'google', token: 'x.y.z' });
     assert.ok(error);
