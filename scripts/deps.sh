@@ -47,7 +47,7 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv for the client tests"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import psycopg, jwt, pytest, argon2, supabase_auth' 2>/dev/null; then
+if ! .venv/bin/python -c 'import psycopg, jwt, pytest, argon2, supabase_auth, pyotp' 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/client/requirements.txt
 fi
 

@@ -132,6 +132,47 @@ create table auth.mfa_amr_claims (
 );
 comment on table auth.mfa_amr_claims is 'auth: stores authenticator method reference claims for multi factor authentication';
 
+-- Multi-factor authentication (Supabase's tables). A TOTP factor's `secret` is stored
+-- encrypted (XChaCha20-Poly1305 under a key of auth.secret_keys, the factor's id bound in),
+-- so a copy of this table generates no code. `last_verified_step` (our addition) is the
+-- last 30-second step whose code was accepted: a code is accepted once.
+create type auth.factor_type as enum ('totp', 'webauthn', 'phone');
+create type auth.factor_status as enum ('unverified', 'verified');
+create table auth.mfa_factors (
+  id uuid not null primary key,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  friendly_name text,
+  factor_type auth.factor_type not null,
+  status auth.factor_status not null,
+  created_at timestamptz not null,
+  updated_at timestamptz not null,
+  secret text,
+  phone text,
+  last_challenged_at timestamptz unique,
+  web_authn_credential jsonb,
+  web_authn_aaguid uuid,
+  last_webauthn_challenge_data jsonb,
+  last_verified_step bigint
+);
+comment on table auth.mfa_factors is 'auth: stores metadata about factors';
+create unique index mfa_factors_user_friendly_name_unique on auth.mfa_factors (friendly_name, user_id)
+  where trim(friendly_name) <> '';
+create unique index unique_phone_factor_per_user on auth.mfa_factors (user_id, phone);
+create index factor_id_created_at_idx on auth.mfa_factors (user_id, created_at);
+create index mfa_factors_user_id_idx on auth.mfa_factors (user_id);
+
+create table auth.mfa_challenges (
+  id uuid not null primary key,
+  factor_id uuid not null references auth.mfa_factors (id) on delete cascade,
+  created_at timestamptz not null,
+  verified_at timestamptz,
+  ip_address inet not null,
+  otp_code text,
+  web_authn_session_data jsonb
+);
+comment on table auth.mfa_challenges is 'auth: stores metadata about challenge requests made';
+create index mfa_challenge_created_at_idx on auth.mfa_challenges (created_at desc);
+
 create table auth.refresh_tokens (
   instance_id uuid,
   id bigserial primary key,
@@ -254,7 +295,7 @@ create table auth.secret_keys (
   purpose text not null primary key,
   secret text not null,
   created_at timestamptz not null default now(),
-  constraint secret_keys_purpose_check check (purpose in ('otp')),
+  constraint secret_keys_purpose_check check (purpose in ('otp', 'mfa')),
   constraint secret_keys_secret_check check (length(secret) >= 43)
 );
 comment on table auth.secret_keys is 'auth_ext: HMAC keys of stored one-time codes and tokens. Owner only: never grant access to this table.';
@@ -317,6 +358,8 @@ select pg_catalog.pg_extension_config_dump('auth.users', '');
 select pg_catalog.pg_extension_config_dump('auth.identities', '');
 select pg_catalog.pg_extension_config_dump('auth.sessions', '');
 select pg_catalog.pg_extension_config_dump('auth.mfa_amr_claims', '');
+select pg_catalog.pg_extension_config_dump('auth.mfa_factors', '');
+select pg_catalog.pg_extension_config_dump('auth.mfa_challenges', '');
 select pg_catalog.pg_extension_config_dump('auth.refresh_tokens', '');
 select pg_catalog.pg_extension_config_dump('auth.refresh_tokens_id_seq', '');
 select pg_catalog.pg_extension_config_dump('auth.audit_log_entries', '');

@@ -8,6 +8,21 @@ create function auth._iso(t timestamptz) returns text
 language sql immutable parallel safe
 return pg_catalog.to_char(t at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
 
+-- GoTrue's factor object (MFA, sql/mfa.sql).
+create function auth._factor_json(f auth.mfa_factors) returns jsonb
+language sql stable parallel safe
+begin atomic
+  select pg_catalog.jsonb_build_object(
+    'id', f.id,
+    'friendly_name', coalesce(f.friendly_name, ''),
+    'factor_type', f.factor_type::text,
+    'status', f.status::text,
+    'created_at', auth._iso(f.created_at),
+    'updated_at', auth._iso(f.updated_at))
+  || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+    'last_challenged_at', auth._iso(f.last_challenged_at)));
+end;
+
 -- The `user` object of a GoTrue session, built from one row.
 create function auth._user_json(u auth.users) returns jsonb
 language sql stable parallel safe
@@ -47,7 +62,11 @@ begin atomic
     'email_change_sent_at', auth._iso(u.email_change_sent_at),
     'new_email', nullif(u.email_change, ''),
     'invited_at', auth._iso(u.invited_at),
-    'banned_until', auth._iso(u.banned_until)));
+    'banned_until', auth._iso(u.banned_until)))
+  -- The user's MFA factors, as GoTrue lists them (omitted when there are none).
+  || coalesce((select pg_catalog.jsonb_build_object('factors',
+                 pg_catalog.jsonb_agg(auth._factor_json(f) order by f.created_at))
+                 from auth.mfa_factors f where f.user_id = u.id having pg_catalog.count(*) > 0), '{}'::jsonb);
 end;
 
 -- Keys: one in_use key signs, whatever its algorithm. A restore (pg_dump/pg_restore) first
@@ -115,7 +134,7 @@ create trigger secret_keys_changed
   after insert or update or delete or truncate on auth.secret_keys
   for each statement execute function auth._signing_keys_changed();
 
-insert into auth.secret_keys (purpose, secret) values ('otp', auth._random_secret());
+insert into auth.secret_keys (purpose, secret) values ('otp', auth._random_secret()), ('mfa', auth._random_secret());
 
 -- The zero-configuration secret: 256 random bits as 43 base64url characters.
 insert into auth.signing_keys (algorithm, state, secret, generated)
@@ -783,6 +802,15 @@ grant execute on function auth.admin_create_user(jsonb), auth.admin_get_user(uui
   auth.admin_list_users(integer, integer, text), auth.admin_update_user(uuid, jsonb),
   auth.admin_delete_user(uuid, boolean), auth.admin_generate_link(text, text, text, jsonb, text),
   auth.admin_invite_user(text, jsonb, text)
+  to service_role;
+-- MFA acts on the caller's own factors (anon gets no_authorization); the admin side is
+-- service_role's.
+grant execute on function auth.mfa_enroll(text, text, text), auth.mfa_challenge(uuid),
+  auth.mfa_verify(uuid, uuid, text), auth.mfa_challenge_and_verify(uuid, text),
+  auth.mfa_unenroll(uuid), auth.mfa_list_factors(), auth.mfa_get_authenticator_assurance_level()
+  to anon, authenticated, service_role;
+grant execute on function auth.mfa_enrolled() to public;
+grant execute on function auth.admin_mfa_list_factors(uuid), auth.admin_mfa_delete_factor(uuid, uuid)
   to service_role;
 -- The mailer (connected as, or granted, service_role) reads the outbox and marks or
 -- deletes what it has sent.

@@ -553,6 +553,14 @@ begin
       pg_catalog.left(bad, 64) using errcode = '22023';
   end if;
   pkce := auth._pkce_flow(attributes ->> 'code_challenge', attributes ->> 'code_challenge_method');
+  -- With a verified second factor, the address and the password change only from an aal2
+  -- session (GoTrue's rule: a stolen aal1 session cannot take the account over).
+  if (attributes ? 'password' or attributes ? 'email')
+     and exists (select from auth.mfa_factors f where f.user_id = u.id and f.status = 'verified')
+     and coalesce((select s.aal::text from auth.sessions s where s.id = auth._claims_session_id()), 'aal1') <> 'aal2' then
+    raise exception 'insufficient_aal: AAL2 session is required to update email or password when MFA is enabled.'
+      using errcode = '28000';
+  end if;
   if attributes ? 'password' then
     if pg_catalog.jsonb_typeof(attributes -> 'password') <> 'string' then
       raise exception 'validation_failed: password must be a string' using errcode = '22023';

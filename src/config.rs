@@ -27,6 +27,8 @@ pub static LOCKOUT_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(900);
 pub static ARGON2_ITERATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static REQUIRE_EMAIL_CONFIRMATION: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static OTP_EXPIRY: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static MFA_CHALLENGE_EXPIRY: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static MFA_MAX_ENROLLED_FACTORS: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static EMAIL_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static EMAIL_RATE_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static SITE_URL: GucSetting<Option<CString>> =
@@ -321,6 +323,22 @@ fn register_flows(secs: GucFlags, plain: GucFlags) {
         c"Make sign_up return no session until the address is confirmed.",
         c"The inverse of GoTrue's MAILER_AUTOCONFIRM; unconfirmed users get email_not_confirmed at sign-in.",
         &REQUIRE_EMAIL_CONFIRMATION,
+    );
+    int(
+        c"auth.mfa_challenge_expiry",
+        c"Lifetime of an MFA challenge: its code must be verified within it.",
+        c"An older challenge fails with mfa_challenge_expired.",
+        &MFA_CHALLENGE_EXPIRY,
+        (30, 3600),
+        secs,
+    );
+    int(
+        c"auth.mfa_max_enrolled_factors",
+        c"Factors (verified or not) a user may have.",
+        c"One more is too_many_enrolled_mfa_factors.",
+        &MFA_MAX_ENROLLED_FACTORS,
+        (1, 100),
+        plain,
     );
     int(
         c"auth.otp_expiry",

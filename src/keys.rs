@@ -30,6 +30,8 @@ struct Cache {
     issuers: HashMap<String, Issuer>,
     /// The HMAC key of stored one-time codes and tokens (auth.secret_keys), when present.
     otp_key: Option<String>,
+    /// The key of stored TOTP secrets (auth.secret_keys, purpose 'mfa'), from 0.7.0 on.
+    mfa_key: Option<String>,
     /// Asymmetric signatures already checked in this backend: token -> its claims. Part of
     /// the cache, so any key change drops it with everything else.
     verified: RefCell<Memo>,
@@ -195,7 +197,7 @@ pub fn as_owner<R>(f: impl FnOnce() -> AuthResult<R>) -> AuthResult<R> {
 fn load() -> AuthResult<Cache> {
     let (relid, owner) = key_table()?;
     KEY_RELID.with(|k| k.set(relid));
-    let (keys, issuers, otp_key) = as_user(owner, || -> AuthResult<_> {
+    let (keys, issuers, (otp_key, mfa_key)) = as_user(owner, || -> AuthResult<_> {
         let keys = crate::db::read_latest_text(
             "select kid, algorithm, state, secret from auth.signing_keys order by created_at",
         )?;
@@ -206,7 +208,7 @@ fn load() -> AuthResult<Cache> {
             &[],
         )? == Some(true);
         if !has_issuers {
-            return Ok((keys, Vec::new(), None));
+            return Ok((keys, Vec::new(), (None, None)));
         }
         let issuers = crate::db::read_latest_text(
             "select issuer, jwks::pg_catalog.text, pg_catalog.array_to_json(audiences)::pg_catalog.text, \
@@ -218,17 +220,20 @@ fn load() -> AuthResult<Cache> {
             "select pg_catalog.to_regclass('auth.secret_keys') is not null",
             &[],
         )? == Some(true);
-        let otp_key = if has_secrets {
-            crate::db::read_latest_text(
-                "select k.secret from auth.secret_keys k where k.purpose = 'otp'",
-            )?
-            .into_iter()
-            .next()
-            .and_then(|row| row.into_iter().next().flatten())
-        } else {
-            None
-        };
-        Ok((keys, issuers, otp_key))
+        let (mut otp_key, mut mfa_key) = (None, None);
+        if has_secrets {
+            for row in
+                crate::db::read_latest_text("select k.purpose, k.secret from auth.secret_keys k")?
+            {
+                let mut row = row.into_iter();
+                match (row.next().flatten().as_deref(), row.next().flatten()) {
+                    (Some("otp"), secret) => otp_key = secret,
+                    (Some("mfa"), secret) => mfa_key = secret,
+                    _ => {}
+                }
+            }
+        }
+        Ok((keys, issuers, (otp_key, mfa_key)))
     })?;
     let mut cache = Cache {
         relid,
@@ -238,6 +243,7 @@ fn load() -> AuthResult<Cache> {
         jwks: Value::Null,
         issuers: HashMap::new(),
         otp_key,
+        mfa_key,
         verified: RefCell::new(Memo::default()),
     };
     for row in keys {
@@ -362,6 +368,22 @@ pub fn keyed_hash(digest: &str) -> AuthResult<String> {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect())
+    })
+}
+
+/// The 256-bit key that encrypts TOTP secrets: derived (HMAC-SHA256) from the 'mfa' secret of
+/// auth.secret_keys, a table apart from the factors.
+pub fn mfa_key() -> AuthResult<[u8; 32]> {
+    use hmac::{KeyInit, Mac};
+    with_cache(|c| {
+        let key = c
+            .mfa_key
+            .as_deref()
+            .ok_or_else(|| AuthError::Unexpected("auth.secret_keys has no 'mfa' key".into()))?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes())
+            .map_err(|e| AuthError::Unexpected(format!("mfa key: {e}")))?;
+        mac.update(b"auth_ext totp secrets v1");
+        Ok(mac.finalize().into_bytes().into())
     })
 }
 

@@ -16,6 +16,7 @@ mod jwt;
 mod keys;
 mod lockout;
 mod metadata;
+mod mfa;
 mod password;
 mod pkce;
 mod planner;
@@ -31,6 +32,7 @@ mod users;
 extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 extension_sql_file!("../sql/flows.sql", name = "flows");
 extension_sql_file!("../sql/admin.sql", name = "admin");
+extension_sql_file!("../sql/mfa.sql", name = "mfa");
 extension_sql_file!("../sql/finalize.sql", finalize);
 
 #[pg_guard]

@@ -139,6 +139,7 @@ fn _session_is_live(session_id: pgrx::Uuid) -> bool {
 pub fn access_claims(
     user: &Value,
     session_id: &str,
+    aal: &str,
     amr: Value,
     issuer: Option<String>,
     now: i64,
@@ -158,7 +159,7 @@ pub fn access_claims(
     c.insert("app_metadata".into(), field("app_metadata"));
     c.insert("user_metadata".into(), field("user_metadata"));
     c.insert("role".into(), field("role"));
-    c.insert("aal".into(), Value::from("aal1"));
+    c.insert("aal".into(), Value::from(aal));
     c.insert("amr".into(), amr);
     c.insert("session_id".into(), Value::from(session_id));
     c.insert("is_anonymous".into(), field("is_anonymous"));
@@ -228,12 +229,26 @@ pub fn amr_of(session_id: &str) -> AuthResult<Value> {
         "select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object( \
                     'method', c.authentication_method, \
                     'timestamp', pg_catalog.floor(pg_catalog.date_part('epoch', c.created_at))::pg_catalog.int8) \
-                  order by c.created_at), '[]')::pg_catalog.text \
+                  order by c.created_at desc), '[]')::pg_catalog.text \
            from auth.mfa_amr_claims c where c.session_id = $1::pg_catalog.uuid",
         &[session_id.into()],
     )?
     .unwrap_or_else(|| "[]".into());
     serde_json::from_str(&text).map_err(|e| AuthError::Unexpected(format!("amr claims: {e}")))
+}
+
+/// New tokens for a session whose assurance level changed: every refresh token it had is
+/// deleted (not revoked: a revoked token inside the reuse interval still mints a sibling),
+/// so that one issued at aal1 cannot mint tokens of the new level; it is then
+/// refresh_token_not_found, and the session lives on.
+pub fn reissue(user_id: pgrx::Uuid, session_id: &str) -> AuthResult<Value> {
+    db::exec(
+        "delete from auth.refresh_tokens where session_id = $1::pg_catalog.uuid",
+        &[session_id.into()],
+    )?;
+    let token = new_refresh_token(user_id, session_id, None)?;
+    let amr = amr_of(session_id)?;
+    issue(user_id, session_id, amr, token)
 }
 
 /// Sign an access token for the session and return GoTrue's session object.
@@ -244,6 +259,12 @@ pub fn issue(
     refresh_token: String,
 ) -> AuthResult<Value> {
     let user = user_json(user_id)?;
+    // The session's assurance level (aal2 after a second factor), as every refresh keeps it.
+    let aal = db::read_one::<String>(
+        "select coalesce(s.aal, 'aal1')::pg_catalog.text from auth.sessions s where s.id = $1::pg_catalog.uuid",
+        &[session_id.into()],
+    )?
+    .unwrap_or_else(|| "aal1".into());
     let now = unix_now();
     let lifetime = i64::from(config::JWT_EXP.get());
     let method = amr
@@ -257,6 +278,7 @@ pub fn issue(
         access_claims(
             &user,
             session_id,
+            &aal,
             amr,
             config::jwt_issuer(),
             now,
@@ -296,6 +318,7 @@ mod tests {
         let c = access_claims(
             &user,
             "s",
+            "aal1",
             json!([{"method": "password", "timestamp": 100}]),
             Some("me".into()),
             100,

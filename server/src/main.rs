@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use config::Config;
 use error::ApiError;
-use handlers::{account, admin, misc, token, verify};
+use handlers::{account, admin, mfa, misc, token, verify};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -49,6 +49,15 @@ fn routes() -> Router<App> {
         .route("/resend", post(account::resend))
         .route("/verify", get(verify::verify_get).post(verify::verify_post))
         .route("/user", get(account::get_user).put(account::update_user))
+        .route("/factors", post(mfa::enroll))
+        .route("/factors/{id}", axum::routing::delete(mfa::unenroll))
+        .route("/factors/{id}/challenge", post(mfa::challenge))
+        .route("/factors/{id}/verify", post(mfa::verify))
+        .route("/admin/users/{id}/factors", get(admin::list_factors))
+        .route(
+            "/admin/users/{id}/factors/{factor_id}",
+            axum::routing::delete(admin::delete_factor),
+        )
         .route("/invite", post(admin::invite))
         .route("/admin/generate_link", post(admin::generate_link))
         .route(

@@ -18,6 +18,7 @@ import time
 import uuid
 
 import jwt
+import pyotp
 import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -304,6 +305,28 @@ def every_call(k, key):
     k.call("update_user", "select auth.update_user(%s)", (json.dumps({"email": "b-" + e}),),
            role="authenticated", claims=cl)
     k.call("sign_out", "select auth.sign_out('others')", role="authenticated", claims=cl)
+    # MFA: enroll, challenge, a wrong and a right code (pyotp), list, levels, unenroll at aal2.
+    a = "authenticated"
+    f = k.call("mfa_enroll", "select auth.mfa_enroll() as f", role=a, claims=cl)
+    assert f, "mfa_enroll must work under the hostile path"
+    fid, secret = f["f"]["id"], f["f"]["totp"]["secret"]
+    ch = k.call("mfa_challenge", "select auth.mfa_challenge(%s) as c", (fid,), role=a, claims=cl)
+    assert ch, "mfa_challenge must work under the hostile path"
+    k.call("mfa_verify", "select auth.mfa_verify(%s, %s, 'x00000')", (fid, ch["c"]["id"]), role=a, claims=cl)
+    up = k.call("mfa_challenge_and_verify", "select auth.mfa_challenge_and_verify(%s, %s) as s",
+                (fid, pyotp.TOTP(secret).now()), role=a, claims=cl)
+    assert up, "mfa_challenge_and_verify must work under the hostile path"
+    cl2 = k.call("verify_jwt", "select auth.verify_jwt(%s) as c", (up["s"]["access_token"],))["c"]
+    k.call("mfa_list_factors", "select auth.mfa_list_factors()", role=a, claims=cl2)
+    k.call("mfa_get_authenticator_assurance_level", "select auth.mfa_get_authenticator_assurance_level()",
+           role=a, claims=cl2)
+    k.call("mfa_enrolled", "select auth.mfa_enrolled()", role=a, claims=cl2)
+    k.call("admin_mfa_list_factors", "select auth.admin_mfa_list_factors(%s)", (cl2["sub"],), role="service_role")
+    assert k.call("mfa_unenroll", "select auth.mfa_unenroll(%s)", (fid,), role=a, claims=cl2), \
+        "mfa_unenroll must work under the hostile path"
+    f = k.call("mfa_enroll", "select auth.mfa_enroll() as f", role=a, claims=cl2)
+    k.call("admin_mfa_delete_factor", "select auth.admin_mfa_delete_factor(%s, %s)", (cl2["sub"], f["f"]["id"]),
+           role="service_role")
     # service_role: the admin API, keys and issuers.
     sr = "service_role"
     u = k.call("admin_create_user", "select auth.admin_create_user(%s) ->> 'id' as id",
@@ -381,6 +404,7 @@ def test_a_role_without_grants_reaches_none_of_them(hostile):
         k.call("jwks", "select auth.jwks()")
         k.call("authenticate", "select auth.authenticate(%s)", (s["access_token"],))
         k.call("authenticate_request", "select auth.authenticate_request(%s, %s)", (api_key(), s["access_token"]))
+        k.call("mfa_enrolled", "select auth.mfa_enrolled()", claims=claims)
         # Everything PUBLIC may execute was called.
         with admin(DB) as a:
             public = {r["proname"] for r in a.execute(

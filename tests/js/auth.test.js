@@ -7,6 +7,10 @@ import { createClient } from '@supabase/supabase-js';
 import pg from 'pg';
 // Node.js 20 has no WebSocket of its own: supabase-js's realtime client needs one given.
 import ws from 'ws';
+// An independent TOTP implementation, for the MFA codes.
+import otplib from 'otplib';
+
+const { authenticator } = otplib;
 
 const { AUTH_URL, ANON_KEY, SERVICE_KEY, ADMIN_DSN } = process.env;
 const db = new pg.Client({ connectionString: ADMIN_DSN });
@@ -421,5 +425,87 @@ describe('PKCE and JWKS', () => {
     } finally {
       if (before) await db.query('select auth.promote_signing_key($1)', [before]);
     }
+  });
+});
+
+describe('MFA', () => {
+  async function signedIn(name) {
+    const address = email(name);
+    const sb = client({ persistSession: true, storage: memoryStorage() });
+    await sb.auth.signUp({ email: address, password: PASSWORD });
+    return { sb, address };
+  }
+
+  test('enroll, challenge, verify: aal2 with amr newest first; listFactors, assurance levels, unenroll', async () => {
+    const { sb, address } = await signedIn('mfa');
+    const enrolled = await sb.auth.mfa.enroll({ factorType: 'totp', friendlyName: 'phone' });
+    assert.equal(enrolled.error, null);
+    assert.equal(enrolled.data.type, 'totp');
+    assert.match(enrolled.data.totp.uri, /^otpauth:\/\/totp\//);
+    assert.match(enrolled.data.totp.qr_code, /^data:image\/svg\+xml;utf-8,/);
+    assert.equal(enrolled.data.totp.secret.length, 32);
+    const factorId = enrolled.data.id;
+    const secret = enrolled.data.totp.secret;
+
+    let aal = await sb.auth.mfa.getAuthenticatorAssuranceLevel();
+    assert.equal(aal.data.currentLevel, 'aal1');
+    assert.equal(aal.data.nextLevel, 'aal1'); // not verified yet
+
+    const challenge = await sb.auth.mfa.challenge({ factorId });
+    assert.equal(challenge.error, null);
+    const wrong = await sb.auth.mfa.verify({ factorId, challengeId: challenge.data.id,
+      code: authenticator.generate(secret) === '000000' ? '111111' : '000000' });
+    assertError(wrong.error, 422, 'mfa_verification_failed');
+    const verified = await sb.auth.mfa.verify({ factorId, challengeId: challenge.data.id,
+      code: authenticator.generate(secret) });
+    assert.equal(verified.error, null);
+    const claims = JSON.parse(Buffer.from(verified.data.access_token.split('.')[1], 'base64url'));
+    assert.equal(claims.aal, 'aal2');
+    assert.deepEqual(claims.amr.map((a) => a.method), ['totp', 'password']);
+
+    aal = await sb.auth.mfa.getAuthenticatorAssuranceLevel();
+    assert.equal(aal.data.currentLevel, 'aal2');
+    const factors = await sb.auth.mfa.listFactors();
+    assert.equal(factors.data.totp.length, 1);
+    assert.equal(factors.data.totp[0].id, factorId);
+
+    // The code just used is not accepted again.
+    const replay = await sb.auth.mfa.challengeAndVerify({ factorId, code: authenticator.generate(secret) });
+    assertError(replay.error, 422, 'mfa_verification_failed');
+
+    // A new aal1 session of the same user is asked for the second factor.
+    const other = client({ persistSession: true, storage: memoryStorage() });
+    await other.auth.signInWithPassword({ email: address, password: PASSWORD });
+    aal = await other.auth.mfa.getAuthenticatorAssuranceLevel();
+    assert.equal(aal.data.currentLevel, 'aal1');
+    assert.equal(aal.data.nextLevel, 'aal2');
+    const blocked = await other.auth.updateUser({ password: 'a brand new passphrase' });
+    assertError(blocked.error, 403, 'insufficient_aal');
+    const notYet = await other.auth.mfa.unenroll({ factorId });
+    assertError(notYet.error, 403, 'insufficient_aal');
+
+    // Refreshing keeps aal2.
+    const refreshed = await sb.auth.refreshSession();
+    assert.equal(JSON.parse(Buffer.from(refreshed.data.session.access_token.split('.')[1], 'base64url')).aal, 'aal2');
+
+    const removed = await sb.auth.mfa.unenroll({ factorId });
+    assert.equal(removed.error, null);
+    assert.equal(removed.data.id, factorId);
+    const after = await sb.auth.refreshSession();
+    assert.equal(JSON.parse(Buffer.from(after.data.session.access_token.split('.')[1], 'base64url')).aal, 'aal1');
+  });
+
+  test('a factor that does not exist, and the admin API', async () => {
+    const { sb } = await signedIn('mfa-admin');
+    const missing = await sb.auth.mfa.challenge({ factorId: '00000000-0000-4000-8000-000000000000' });
+    assertError(missing.error, 404, 'mfa_factor_not_found');
+    const enrolled = await sb.auth.mfa.enroll({ factorType: 'totp' });
+    const { data: { user } } = await sb.auth.getUser();
+    const listed = await admin.mfa.listFactors({ userId: user.id });
+    assert.equal(listed.error, null);
+    assert.equal(listed.data.factors.length, 1);
+    const deleted = await admin.mfa.deleteFactor({ userId: user.id, id: enrolled.data.id });
+    assert.equal(deleted.error, null);
+    assert.equal((await admin.mfa.listFactors({ userId: user.id })).data.factors.length, 0);
   });
 });

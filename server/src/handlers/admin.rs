@@ -254,3 +254,47 @@ pub async fn generate_link(State(app): State<App>, req: Req, Body(b): Body<LinkB
     }
     json(Value::Object(body))
 }
+
+/// `GET /admin/users/{id}/factors`: GoTrue answers a bare array.
+pub async fn list_factors(
+    State(app): State<App>,
+    req: Req,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let ctx = req.keyed_as_bearer()?;
+    let id = user_id(id)?;
+    let answer = call(
+        &app,
+        ctx,
+        "select auth.admin_mfa_list_factors($1::pg_catalog.uuid)",
+        vec![id],
+    )
+    .await?;
+    json(
+        answer
+            .get("factors")
+            .cloned()
+            .unwrap_or(Value::Array(vec![])),
+    )
+}
+
+/// `DELETE /admin/users/{id}/factors/{factor_id}`: the deleted factor.
+pub async fn delete_factor(
+    State(app): State<App>,
+    req: Req,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Answer {
+    let ctx = req.keyed_as_bearer()?;
+    let (user, factor) = ids.map(|Path(p)| p).unwrap_or_default();
+    let user = user_id(Ok(Path(user)))?;
+    let factor = super::mfa::factor_id(Ok(Path(factor)))?;
+    json(
+        call(
+            &app,
+            ctx,
+            "select auth.admin_mfa_delete_factor($1::pg_catalog.uuid, $2::pg_catalog.uuid)",
+            vec![user, factor],
+        )
+        .await?,
+    )
+}

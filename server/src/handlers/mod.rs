@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod mfa;
 pub mod misc;
 pub mod token;
 pub mod verify;
