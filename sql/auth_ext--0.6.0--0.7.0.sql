@@ -1,10 +1,19 @@
 -- auth_ext 0.6.0 -> 0.7.0: multi-factor authentication: TOTP factors (auth.mfa_factors,
 -- auth.mfa_challenges; secrets encrypted under a new 'mfa' key of auth.secret_keys), aal2
--- sessions, the factors in the user object, and GoTrue's aal2 rule for changing the email
--- or password.
+-- sessions, recovery codes (auth.mfa_recovery_codes), the factors in the user object,
+-- GoTrue's aal2 rule for changing the email or password, and the password-change proofs
+-- (auth.reauthenticate's nonce, the current password).
 \echo Use "ALTER EXTENSION auth_ext UPDATE TO '0.7.0'" to load this file. \quit
 
 -- Rust functions new in this version.
+CREATE FUNCTION auth."_current_password_matches"(
+	"user_id" uuid, /* pgrx :: Uuid */
+	"password" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_current_password_matches_wrapper';
+
 CREATE FUNCTION auth."_mfa_attempt_begin"(
 	"factor_id" uuid /* pgrx :: Uuid */
 ) RETURNS void
@@ -29,6 +38,18 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_mfa_new_totp_wrapper';
 
+CREATE FUNCTION auth."_mfa_recovery_code"() RETURNS TEXT /* String */
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_mfa_recovery_code_wrapper';
+
+CREATE FUNCTION auth."_mfa_recovery_failed"(
+	"user_id" uuid /* pgrx :: Uuid */
+) RETURNS void
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_mfa_recovery_failed_wrapper';
+
 CREATE FUNCTION auth."_mfa_session"(
 	"user_id" uuid, /* pgrx :: Uuid */
 	"session_id" uuid /* pgrx :: Uuid */
@@ -51,6 +72,11 @@ CREATE FUNCTION auth."_mfa_totp_step"(
 VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_mfa_totp_step_wrapper';
+
+CREATE FUNCTION auth."_password_update_rules"() RETURNS jsonb /* pgrx :: JsonB */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_password_update_rules_wrapper';
 
 CREATE FUNCTION auth."_request_ip"() RETURNS TEXT /* Option < String > */
 STRICT VOLATILE
@@ -104,15 +130,36 @@ create table auth.mfa_challenges (
 comment on table auth.mfa_challenges is 'auth: stores metadata about challenge requests made';
 create index mfa_challenge_created_at_idx on auth.mfa_challenges (created_at desc);
 
+-- Recovery codes (beyond Supabase): single-use codes that stand in for a TOTP code when the
+-- device is lost. Shown once; stored as keyed hashes (auth._otp_hash of "<user id>:<code>"),
+-- so a copy of this table gives no code.
+create table auth.mfa_recovery_codes (
+  id uuid not null primary key,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  code_hash text not null,
+  created_at timestamptz not null,
+  used_at timestamptz
+);
+comment on table auth.mfa_recovery_codes is 'auth_ext: MFA recovery codes, as keyed hashes. Owner only.';
+create index mfa_recovery_codes_user_id_idx on auth.mfa_recovery_codes (user_id);
+
 
 select pg_catalog.pg_extension_config_dump('auth.mfa_factors', '');
 select pg_catalog.pg_extension_config_dump('auth.mfa_challenges', '');
-revoke all on auth.mfa_factors, auth.mfa_challenges from public;
+select pg_catalog.pg_extension_config_dump('auth.mfa_recovery_codes', '');
+revoke all on auth.mfa_factors, auth.mfa_challenges, auth.mfa_recovery_codes from public;
 
 -- The key of stored TOTP secrets.
 alter table auth.secret_keys drop constraint secret_keys_purpose_check;
 alter table auth.secret_keys add constraint secret_keys_purpose_check check (purpose in ('otp', 'mfa'));
 insert into auth.secret_keys (purpose, secret) values ('mfa', auth._random_secret());
+
+-- The reauthentication nonce is a one-time token.
+alter table auth.one_time_tokens drop constraint one_time_tokens_token_type_check;
+
+alter table auth.one_time_tokens add constraint one_time_tokens_token_type_check check (token_type in (
+    'confirmation_token', 'recovery_token', 'magiclink_token', 'email_change_token_new', 'invite_token',
+    'reauthentication_token'));
 
 -- Factors in the user object.
 -- GoTrue's factor object (MFA, sql/mfa.sql).
@@ -280,11 +327,23 @@ declare
   f auth.mfa_factors;
   id uuid := pg_catalog.gen_random_uuid();
   at timestamptz := pg_catalog.clock_timestamp();
+  ip text := auth._request_ip();
+  limits jsonb;
 begin
   c := auth._mfa_caller();
   f := auth._mfa_factor((c.u).id, mfa_challenge.factor_id);
+  -- At most auth.mfa_rate_limit challenges a minute per user and per client address
+  -- (each verification needs a challenge; the factor's row lock orders a user's calls).
+  limits := auth._mfa_settings();
+  if (limits ->> 'rate_limit')::int > 0 and (
+       (select pg_catalog.count(*) from auth.mfa_challenges x join auth.mfa_factors y on y.id = x.factor_id
+         where y.user_id = (c.u).id and x.created_at > at - interval '1 minute') >= (limits ->> 'rate_limit')::int
+    or (ip is not null and (select pg_catalog.count(*) from auth.mfa_challenges x
+         where x.ip_address = ip::inet and x.created_at > at - interval '1 minute') >= (limits ->> 'rate_limit')::int)) then
+    raise exception 'over_request_rate_limit: Too many MFA challenges; try again in a minute' using errcode = '53400';
+  end if;
   insert into auth.mfa_challenges (id, factor_id, created_at, ip_address)
-  values (id, f.id, at, coalesce(auth._request_ip(), '0.0.0.0')::inet);
+  values (id, f.id, at, coalesce(ip, '0.0.0.0')::inet);
   update auth.mfa_factors x set last_challenged_at = at where x.id = f.id;
   return pg_catalog.jsonb_build_object('id', id, 'type', f.factor_type::text,
     'expires_at', pg_catalog.floor(pg_catalog.date_part('epoch', at
@@ -412,6 +471,10 @@ begin
    where a.session_id = s.id and s.factor_id = f.id and a.authentication_method = f.factor_type::text;
   update auth.sessions s set aal = 'aal1', factor_id = null, updated_at = pg_catalog.now() where s.factor_id = f.id;
   delete from auth.mfa_factors x where x.id = f.id;
+  -- Recovery codes stand in for a second factor: without one they go too.
+  if not exists (select from auth.mfa_factors x where x.user_id = f.user_id and x.status = 'verified') then
+    delete from auth.mfa_recovery_codes r where r.user_id = f.user_id;
+  end if;
   perform auth._audit('factor_deleted', f.user_id, pg_catalog.jsonb_build_object('factor_id', f.id));
 end
 $$;
@@ -485,7 +548,198 @@ $$;
 comment on function auth.admin_mfa_delete_factor(uuid, uuid) is
   'Admin: delete a user''s MFA factor (a lost device); sessions it raised fall back to aal1.';
 
--- update_user: the aal2 rule.
+-- For RLS: whether the signed-in user has a verified factor (Supabase's recipe reads
+-- auth.mfa_factors itself; here no API role may read the auth tables, or a third party's
+-- token mapped to it could, so the recipe asks this instead). False without a local user.
+create function auth.mfa_enrolled() returns boolean
+language plpgsql stable security definer parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return exists (select from auth.mfa_factors f where f.user_id = auth.uid() and f.status = 'verified');
+end
+$$;
+comment on function auth.mfa_enrolled() is
+  'MFA, for RLS: true when the signed-in user has a verified factor (then require aal2).';
+
+-- Recovery codes: ten single-use codes for a user with a verified factor, from an aal2
+-- session; a new set replaces the old one. Shown once.
+create function auth.mfa_generate_recovery_codes() returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  c record;
+  codes text[] := '{}';
+  code text;
+begin
+  c := auth._mfa_caller();
+  if not c.has_verified then
+    raise exception 'mfa_factor_not_found: Recovery codes need a verified factor: enroll and verify one first'
+      using errcode = 'P0002';
+  end if;
+  if c.aal <> 'aal2' then
+    raise exception 'insufficient_aal: AAL2 required to generate recovery codes' using errcode = '28000';
+  end if;
+  delete from auth.mfa_recovery_codes r where r.user_id = (c.u).id;
+  for i in 1..10 loop
+    code := auth._mfa_recovery_code();
+    codes := codes || code;
+    insert into auth.mfa_recovery_codes (id, user_id, code_hash, created_at)
+    values (pg_catalog.gen_random_uuid(), (c.u).id, auth._otp_hash((c.u).id::text || ':' || code), pg_catalog.now());
+  end loop;
+  perform auth._audit('recovery_codes_generated', (c.u).id, '{}');
+  return pg_catalog.jsonb_build_object('recovery_codes', pg_catalog.to_jsonb(codes));
+end
+$$;
+comment on function auth.mfa_generate_recovery_codes() is
+  'MFA: ten single-use recovery codes for the signed-in user (aal2, with a verified factor); replaces any earlier set.';
+
+-- A recovery code in place of a TOTP code: the session becomes aal2 (amr recovery). Wrong
+-- codes count toward the lockout of the user's recovery codes and of the address.
+create function auth.mfa_verify_recovery_code(code text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  c record;
+  normalized text := pg_catalog.lower(pg_catalog.regexp_replace(coalesce(code, ''), '[\s-]', '', 'g'));
+  used uuid;
+begin
+  c := auth._mfa_caller();
+  if c.session_id is null then
+    raise exception 'no_authorization: MFA needs a session: sign in first' using errcode = '28000';
+  end if;
+  if normalized = '' or pg_catalog.length(normalized) > 64 then
+    raise exception 'validation_failed: Code is required' using errcode = '22023';
+  end if;
+  perform auth._attempt_begin_named('mfa-recovery:' || (c.u).id::text);
+  update auth.mfa_recovery_codes r set used_at = pg_catalog.now()
+   where r.user_id = (c.u).id and r.used_at is null
+     and r.code_hash = auth._otp_hash((c.u).id::text || ':' || pg_catalog.substr(normalized, 1, 4) || '-'
+                                      || pg_catalog.substr(normalized, 5, 4) || '-' || pg_catalog.substr(normalized, 9, 4)
+                                      || '-' || pg_catalog.substr(normalized, 13))
+  returning r.id into used;
+  if used is null then
+    perform auth._mfa_recovery_failed((c.u).id);
+    raise exception 'mfa_verification_failed: Invalid recovery code' using errcode = '28000';
+  end if;
+  perform auth._attempt_succeeded();
+  perform auth._audit('recovery_code_used', (c.u).id, pg_catalog.jsonb_build_object('code_id', used));
+  return auth._mfa_upgrade((c.u).id, c.session_id, null, 'recovery');
+end
+$$;
+comment on function auth.mfa_verify_recovery_code(text) is
+  'MFA: use one recovery code in place of a TOTP code; the session becomes aal2 (amr recovery).';
+
+-- Account flows: the reauthentication nonce, the password-change proofs, the aal2 rule.
+create or replace function auth._issue_otp(uid uuid, action text, address text, s jsonb) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  kind text := case action
+    when 'signup' then 'confirmation_token' when 'recovery' then 'recovery_token'
+    when 'magiclink' then 'magiclink_token' when 'email_change' then 'email_change_token_new'
+    when 'invite' then 'invite_token' when 'reauthentication' then 'reauthentication_token' end;
+  t text[] := auth._new_otp();
+  tid uuid := pg_catalog.gen_random_uuid();
+  link text := t[1];
+  u auth.users;
+begin
+  if s ? 'pkce' then
+    perform auth._new_flow_state(uid, action, s -> 'pkce');
+    link := 'pkce_' || t[1];
+  end if;
+  insert into auth.one_time_tokens as o (id, user_id, token_type, token_hash, code_hash, relates_to, created_at, expires_at)
+  values (tid, uid, kind, auth._otp_hash(t[1]), auth._otp_hash(tid::text || ':' || t[2]), address,
+          pg_catalog.now(), pg_catalog.now() + pg_catalog.make_interval(secs => (s ->> 'otp_expiry')::integer))
+  on conflict on constraint one_time_tokens_user_id_token_type_key do update
+     set id = excluded.id, token_hash = excluded.token_hash, code_hash = excluded.code_hash,
+         relates_to = excluded.relates_to, created_at = excluded.created_at, expires_at = excluded.expires_at;
+  update auth.users x
+     set confirmation_sent_at = case when action = 'signup' then pg_catalog.now() else x.confirmation_sent_at end,
+         recovery_sent_at = case when action in ('recovery', 'magiclink') then pg_catalog.now() else x.recovery_sent_at end,
+         email_change_sent_at = case when action = 'email_change' then pg_catalog.now() else x.email_change_sent_at end,
+         email_change = case when action = 'email_change' then address else x.email_change end,
+         invited_at = case when action = 'invite' then coalesce(x.invited_at, pg_catalog.now()) else x.invited_at end,
+         reauthentication_sent_at = case when action = 'reauthentication' then pg_catalog.now()
+                                         else x.reauthentication_sent_at end
+   where x.id = uid
+  returning * into u;
+  return pg_catalog.jsonb_build_object(
+    'user', auth._user_json(u),
+    'email_data', pg_catalog.jsonb_build_object(
+      'token', t[2],
+      'token_hash', link,
+      'redirect_to', s ->> 'redirect_to',
+      'email_action_type', action,
+      'site_url', s ->> 'site_url',
+      'token_new', '',
+      'token_hash_new', ''));
+end
+$$;
+
+create function auth._password_change_proofs(u auth.users, attributes jsonb) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  rules jsonb := auth._password_update_rules();
+  o auth.one_time_tokens;
+  addr text := pg_catalog.lower(u.email);
+begin
+  if (rules ->> 'current_password')::boolean and coalesce(u.encrypted_password, '') <> '' then
+    if coalesce(attributes ->> 'current_password', '') = '' then
+      raise exception 'current_password_required: Current password required when setting new password.'
+        using errcode = '22023';
+    end if;
+    if not auth._current_password_matches(u.id, attributes ->> 'current_password') then
+      raise exception 'current_password_mismatch: Current password does not match' using errcode = '28P01';
+    end if;
+  end if;
+  if (rules ->> 'reauthentication')::boolean then
+    if coalesce(attributes ->> 'nonce', '') = '' then
+      raise exception 'reauthentication_needed: Password update requires reauthentication'
+        using errcode = '22023', hint = 'Call auth.reauthenticate() and pass the code it sends as nonce.';
+    end if;
+    perform auth._attempt_begin(addr);
+    select * into o from auth.one_time_tokens t
+     where t.user_id = u.id and t.token_type = 'reauthentication_token'
+       and t.code_hash = auth._otp_hash(t.id::text || ':' || (attributes ->> 'nonce'))
+     for update;
+    if not found or o.expires_at <= pg_catalog.now() then
+      perform auth._attempt_failed(addr, u.id, 'reauthentication');
+      raise exception 'reauthentication_not_valid: Requires reauthentication' using errcode = '28000',
+        hint = 'Call auth.reauthenticate() for a new code.';
+    end if;
+    delete from auth.one_time_tokens t where t.id = o.id;
+    perform auth._attempt_succeeded();
+  end if;
+end
+$$;
+
+create function auth.reauthenticate() returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  u auth.users := auth._current_user(true);
+  s jsonb := auth._flow_settings(null);
+begin
+  if coalesce(u.email, '') = '' or u.email_confirmed_at is null then
+    raise exception 'email_not_confirmed: Please verify your email first.' using errcode = '28000';
+  end if;
+  perform auth._count_email_send(pg_catalog.lower(u.email), s);
+  perform auth._send_otp(u.id, 'reauthentication', pg_catalog.lower(u.email), s);
+  perform auth._audit('user_reauthenticate_requested', u.id, '{}');
+  return '{}'::jsonb;
+end
+$$;
+
+comment on function auth.reauthenticate() is
+  'Send the signed-in user a nonce (six-digit code) that a password change needs when auth.update_password_require_reauthentication is on.';
+
 create or replace function auth.update_user(attributes jsonb, redirect_to text default null) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -505,7 +759,8 @@ begin
       using errcode = '22023';
   end if;
   select k into bad from pg_catalog.jsonb_object_keys(attributes) k
-   where k not in ('email', 'password', 'data', 'code_challenge', 'code_challenge_method') limit 1;
+   where k not in ('email', 'password', 'data', 'code_challenge', 'code_challenge_method', 'nonce',
+                   'current_password') limit 1;
   if found then
     raise exception 'validation_failed: unknown attribute "%" (email, password and data can be changed)',
       pg_catalog.left(bad, 64) using errcode = '22023';
@@ -518,6 +773,9 @@ begin
      and coalesce((select s.aal::text from auth.sessions s where s.id = auth._claims_session_id()), 'aal1') <> 'aal2' then
     raise exception 'insufficient_aal: AAL2 session is required to update email or password when MFA is enabled.'
       using errcode = '28000';
+  end if;
+  if attributes ? 'password' then
+    perform auth._password_change_proofs(u, attributes);
   end if;
   if attributes ? 'password' then
     if pg_catalog.jsonb_typeof(attributes -> 'password') <> 'string' then
@@ -587,42 +845,35 @@ end
 $$;
 
 -- Privileges, as in sql/finalize.sql.
-
 revoke all on function auth._mfa_caller(), auth._mfa_factor(uuid, uuid), auth._mfa_upgrade(uuid, uuid, uuid, text),
   auth._mfa_drop_factor(auth.mfa_factors), auth._factor_json(auth.mfa_factors),
   auth.mfa_enroll(text, text, text), auth.mfa_challenge(uuid), auth.mfa_verify(uuid, uuid, text),
   auth.mfa_challenge_and_verify(uuid, text), auth.mfa_unenroll(uuid), auth.mfa_list_factors(),
   auth.mfa_get_authenticator_assurance_level(), auth.admin_mfa_list_factors(uuid),
-  auth.admin_mfa_delete_factor(uuid, uuid) from public;
+  auth.admin_mfa_delete_factor(uuid, uuid), auth.mfa_enrolled(), auth.mfa_generate_recovery_codes(),
+  auth.mfa_verify_recovery_code(text), auth._password_change_proofs(auth.users, jsonb), auth.reauthenticate()
+  from public;
+revoke all on function auth."_current_password_matches" from public;
 revoke all on function auth."_mfa_attempt_begin" from public;
 revoke all on function auth."_mfa_failed" from public;
 revoke all on function auth."_mfa_new_totp" from public;
+revoke all on function auth."_mfa_recovery_code" from public;
+revoke all on function auth."_mfa_recovery_failed" from public;
 revoke all on function auth."_mfa_session" from public;
 revoke all on function auth."_mfa_settings" from public;
 revoke all on function auth."_mfa_totp_step" from public;
+revoke all on function auth."_password_update_rules" from public;
 revoke all on function auth."_request_ip" from public;
 revoke all on function auth."_site_url" from public;
+grant execute on function auth.reauthenticate() to anon, authenticated, service_role;
 -- MFA acts on the caller's own factors (anon gets no_authorization); the admin side is
 -- service_role's.
 grant execute on function auth.mfa_enroll(text, text, text), auth.mfa_challenge(uuid),
   auth.mfa_verify(uuid, uuid, text), auth.mfa_challenge_and_verify(uuid, text),
   auth.mfa_unenroll(uuid), auth.mfa_list_factors(), auth.mfa_get_authenticator_assurance_level()
   to anon, authenticated, service_role;
+grant execute on function auth.mfa_enrolled() to public;
+grant execute on function auth.mfa_generate_recovery_codes(), auth.mfa_verify_recovery_code(text)
+  to anon, authenticated, service_role;
 grant execute on function auth.admin_mfa_list_factors(uuid), auth.admin_mfa_delete_factor(uuid, uuid)
   to service_role;
-
--- For RLS: whether the signed-in user has a verified factor (Supabase's recipe reads
--- auth.mfa_factors itself; here no API role may read the auth tables, or a third party's
--- token mapped to it could, so the recipe asks this instead). False without a local user.
-create function auth.mfa_enrolled() returns boolean
-language plpgsql stable security definer parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  return exists (select from auth.mfa_factors f where f.user_id = auth.uid() and f.status = 'verified');
-end
-$$;
-comment on function auth.mfa_enrolled() is
-  'MFA, for RLS: true when the signed-in user has a verified factor (then require aal2).';
-revoke all on function auth.mfa_enrolled() from public;
-grant execute on function auth.mfa_enrolled() to public;

@@ -173,6 +173,19 @@ create table auth.mfa_challenges (
 comment on table auth.mfa_challenges is 'auth: stores metadata about challenge requests made';
 create index mfa_challenge_created_at_idx on auth.mfa_challenges (created_at desc);
 
+-- Recovery codes (beyond Supabase): single-use codes that stand in for a TOTP code when the
+-- device is lost. Shown once; stored as keyed hashes (auth._otp_hash of "<user id>:<code>"),
+-- so a copy of this table gives no code.
+create table auth.mfa_recovery_codes (
+  id uuid not null primary key,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  code_hash text not null,
+  created_at timestamptz not null,
+  used_at timestamptz
+);
+comment on table auth.mfa_recovery_codes is 'auth_ext: MFA recovery codes, as keyed hashes. Owner only.';
+create index mfa_recovery_codes_user_id_idx on auth.mfa_recovery_codes (user_id);
+
 create table auth.refresh_tokens (
   instance_id uuid,
   id bigserial primary key,
@@ -279,7 +292,8 @@ create table auth.one_time_tokens (
   created_at timestamptz not null default now(),
   expires_at timestamptz not null,
   constraint one_time_tokens_token_type_check check (token_type in (
-    'confirmation_token', 'recovery_token', 'magiclink_token', 'email_change_token_new', 'invite_token')),
+    'confirmation_token', 'recovery_token', 'magiclink_token', 'email_change_token_new', 'invite_token',
+    'reauthentication_token')),
   constraint one_time_tokens_token_hash_check check (length(token_hash) = 64 and length(code_hash) = 64),
   constraint one_time_tokens_user_id_token_type_key unique (user_id, token_type)
 );
@@ -360,6 +374,7 @@ select pg_catalog.pg_extension_config_dump('auth.sessions', '');
 select pg_catalog.pg_extension_config_dump('auth.mfa_amr_claims', '');
 select pg_catalog.pg_extension_config_dump('auth.mfa_factors', '');
 select pg_catalog.pg_extension_config_dump('auth.mfa_challenges', '');
+select pg_catalog.pg_extension_config_dump('auth.mfa_recovery_codes', '');
 select pg_catalog.pg_extension_config_dump('auth.refresh_tokens', '');
 select pg_catalog.pg_extension_config_dump('auth.refresh_tokens_id_seq', '');
 select pg_catalog.pg_extension_config_dump('auth.audit_log_entries', '');

@@ -787,7 +787,7 @@ grant execute on function auth.sign_up(text, text, jsonb, text, text, text), aut
 grant execute on function auth.recover(text, text, text, text),
   auth.sign_in_with_otp(text, boolean, jsonb, text, text, text),
   auth.resend(text, text, text, text, text), auth.verify_otp(text, text, text),
-  auth."user"(), auth.update_user(jsonb, text)
+  auth."user"(), auth.update_user(jsonb, text), auth.reauthenticate()
   to anon, authenticated, service_role;
 -- PKCE: opening a link and exchanging its code are steps of a sign-in; the settings are
 -- what GoTrue shows every client.
@@ -810,6 +810,8 @@ grant execute on function auth.mfa_enroll(text, text, text), auth.mfa_challenge(
   auth.mfa_unenroll(uuid), auth.mfa_list_factors(), auth.mfa_get_authenticator_assurance_level()
   to anon, authenticated, service_role;
 grant execute on function auth.mfa_enrolled() to public;
+grant execute on function auth.mfa_generate_recovery_codes(), auth.mfa_verify_recovery_code(text)
+  to anon, authenticated, service_role;
 grant execute on function auth.admin_mfa_list_factors(uuid), auth.admin_mfa_delete_factor(uuid, uuid)
   to service_role;
 -- The mailer (connected as, or granted, service_role) reads the outbox and marks or

@@ -270,7 +270,7 @@ declare
   kind text := case action
     when 'signup' then 'confirmation_token' when 'recovery' then 'recovery_token'
     when 'magiclink' then 'magiclink_token' when 'email_change' then 'email_change_token_new'
-    when 'invite' then 'invite_token' end;
+    when 'invite' then 'invite_token' when 'reauthentication' then 'reauthentication_token' end;
   t text[] := auth._new_otp();
   tid uuid := pg_catalog.gen_random_uuid();
   link text := t[1];
@@ -291,7 +291,9 @@ begin
          recovery_sent_at = case when action in ('recovery', 'magiclink') then pg_catalog.now() else x.recovery_sent_at end,
          email_change_sent_at = case when action = 'email_change' then pg_catalog.now() else x.email_change_sent_at end,
          email_change = case when action = 'email_change' then address else x.email_change end,
-         invited_at = case when action = 'invite' then coalesce(x.invited_at, pg_catalog.now()) else x.invited_at end
+         invited_at = case when action = 'invite' then coalesce(x.invited_at, pg_catalog.now()) else x.invited_at end,
+         reauthentication_sent_at = case when action = 'reauthentication' then pg_catalog.now()
+                                         else x.reauthentication_sent_at end
    where x.id = uid
   returning * into u;
   return pg_catalog.jsonb_build_object(
@@ -524,6 +526,71 @@ $$;
 comment on function auth."user"() is
   'The signed-in user''s user object (GoTrue''s GET /user), from request.jwt.claims.';
 
+-- The proofs a password change needs beyond the session (GoTrue's settings): the nonce
+-- auth.reauthenticate() sent, and the current password. Each is counted before it is
+-- checked, like every guess.
+create function auth._password_change_proofs(u auth.users, attributes jsonb) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  rules jsonb := auth._password_update_rules();
+  o auth.one_time_tokens;
+  addr text := pg_catalog.lower(u.email);
+begin
+  if (rules ->> 'current_password')::boolean and coalesce(u.encrypted_password, '') <> '' then
+    if coalesce(attributes ->> 'current_password', '') = '' then
+      raise exception 'current_password_required: Current password required when setting new password.'
+        using errcode = '22023';
+    end if;
+    if not auth._current_password_matches(u.id, attributes ->> 'current_password') then
+      raise exception 'current_password_mismatch: Current password does not match' using errcode = '28P01';
+    end if;
+  end if;
+  if (rules ->> 'reauthentication')::boolean then
+    if coalesce(attributes ->> 'nonce', '') = '' then
+      raise exception 'reauthentication_needed: Password update requires reauthentication'
+        using errcode = '22023', hint = 'Call auth.reauthenticate() and pass the code it sends as nonce.';
+    end if;
+    perform auth._attempt_begin(addr);
+    select * into o from auth.one_time_tokens t
+     where t.user_id = u.id and t.token_type = 'reauthentication_token'
+       and t.code_hash = auth._otp_hash(t.id::text || ':' || (attributes ->> 'nonce'))
+     for update;
+    if not found or o.expires_at <= pg_catalog.now() then
+      perform auth._attempt_failed(addr, u.id, 'reauthentication');
+      raise exception 'reauthentication_not_valid: Requires reauthentication' using errcode = '28000',
+        hint = 'Call auth.reauthenticate() for a new code.';
+    end if;
+    delete from auth.one_time_tokens t where t.id = o.id;
+    perform auth._attempt_succeeded();
+  end if;
+end
+$$;
+
+-- GoTrue's GET /reauthenticate: a six-digit nonce for the signed-in user, sent to their
+-- confirmed address (the outbox or the delivery hook, email_action_type reauthentication),
+-- which a password change then needs when auth.update_password_require_reauthentication is on.
+create function auth.reauthenticate() returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  u auth.users := auth._current_user(true);
+  s jsonb := auth._flow_settings(null);
+begin
+  if coalesce(u.email, '') = '' or u.email_confirmed_at is null then
+    raise exception 'email_not_confirmed: Please verify your email first.' using errcode = '28000';
+  end if;
+  perform auth._count_email_send(pg_catalog.lower(u.email), s);
+  perform auth._send_otp(u.id, 'reauthentication', pg_catalog.lower(u.email), s);
+  perform auth._audit('user_reauthenticate_requested', u.id, '{}');
+  return '{}'::jsonb;
+end
+$$;
+comment on function auth.reauthenticate() is
+  'Send the signed-in user a nonce (six-digit code) that a password change needs when auth.update_password_require_reauthentication is on.';
+
 -- GoTrue's PUT /user: data (merged into user_metadata; a null value removes a key),
 -- password (policy-checked; the user's other sessions end), email (a confirmation goes to
 -- the new address; the address changes when it is verified; code_challenge and
@@ -547,7 +614,8 @@ begin
       using errcode = '22023';
   end if;
   select k into bad from pg_catalog.jsonb_object_keys(attributes) k
-   where k not in ('email', 'password', 'data', 'code_challenge', 'code_challenge_method') limit 1;
+   where k not in ('email', 'password', 'data', 'code_challenge', 'code_challenge_method', 'nonce',
+                   'current_password') limit 1;
   if found then
     raise exception 'validation_failed: unknown attribute "%" (email, password and data can be changed)',
       pg_catalog.left(bad, 64) using errcode = '22023';
@@ -560,6 +628,9 @@ begin
      and coalesce((select s.aal::text from auth.sessions s where s.id = auth._claims_session_id()), 'aal1') <> 'aal2' then
     raise exception 'insufficient_aal: AAL2 session is required to update email or password when MFA is enabled.'
       using errcode = '28000';
+  end if;
+  if attributes ? 'password' then
+    perform auth._password_change_proofs(u, attributes);
   end if;
   if attributes ? 'password' then
     if pg_catalog.jsonb_typeof(attributes -> 'password') <> 'string' then

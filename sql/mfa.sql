@@ -101,11 +101,23 @@ declare
   f auth.mfa_factors;
   id uuid := pg_catalog.gen_random_uuid();
   at timestamptz := pg_catalog.clock_timestamp();
+  ip text := auth._request_ip();
+  limits jsonb;
 begin
   c := auth._mfa_caller();
   f := auth._mfa_factor((c.u).id, mfa_challenge.factor_id);
+  -- At most auth.mfa_rate_limit challenges a minute per user and per client address
+  -- (each verification needs a challenge; the factor's row lock orders a user's calls).
+  limits := auth._mfa_settings();
+  if (limits ->> 'rate_limit')::int > 0 and (
+       (select pg_catalog.count(*) from auth.mfa_challenges x join auth.mfa_factors y on y.id = x.factor_id
+         where y.user_id = (c.u).id and x.created_at > at - interval '1 minute') >= (limits ->> 'rate_limit')::int
+    or (ip is not null and (select pg_catalog.count(*) from auth.mfa_challenges x
+         where x.ip_address = ip::inet and x.created_at > at - interval '1 minute') >= (limits ->> 'rate_limit')::int)) then
+    raise exception 'over_request_rate_limit: Too many MFA challenges; try again in a minute' using errcode = '53400';
+  end if;
   insert into auth.mfa_challenges (id, factor_id, created_at, ip_address)
-  values (id, f.id, at, coalesce(auth._request_ip(), '0.0.0.0')::inet);
+  values (id, f.id, at, coalesce(ip, '0.0.0.0')::inet);
   update auth.mfa_factors x set last_challenged_at = at where x.id = f.id;
   return pg_catalog.jsonb_build_object('id', id, 'type', f.factor_type::text,
     'expires_at', pg_catalog.floor(pg_catalog.date_part('epoch', at
@@ -233,6 +245,10 @@ begin
    where a.session_id = s.id and s.factor_id = f.id and a.authentication_method = f.factor_type::text;
   update auth.sessions s set aal = 'aal1', factor_id = null, updated_at = pg_catalog.now() where s.factor_id = f.id;
   delete from auth.mfa_factors x where x.id = f.id;
+  -- Recovery codes stand in for a second factor: without one they go too.
+  if not exists (select from auth.mfa_factors x where x.user_id = f.user_id and x.status = 'verified') then
+    delete from auth.mfa_recovery_codes r where r.user_id = f.user_id;
+  end if;
   perform auth._audit('factor_deleted', f.user_id, pg_catalog.jsonb_build_object('factor_id', f.id));
 end
 $$;
@@ -319,3 +335,73 @@ end
 $$;
 comment on function auth.mfa_enrolled() is
   'MFA, for RLS: true when the signed-in user has a verified factor (then require aal2).';
+
+-- Recovery codes: ten single-use codes for a user with a verified factor, from an aal2
+-- session; a new set replaces the old one. Shown once.
+create function auth.mfa_generate_recovery_codes() returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  c record;
+  codes text[] := '{}';
+  code text;
+begin
+  c := auth._mfa_caller();
+  if not c.has_verified then
+    raise exception 'mfa_factor_not_found: Recovery codes need a verified factor: enroll and verify one first'
+      using errcode = 'P0002';
+  end if;
+  if c.aal <> 'aal2' then
+    raise exception 'insufficient_aal: AAL2 required to generate recovery codes' using errcode = '28000';
+  end if;
+  delete from auth.mfa_recovery_codes r where r.user_id = (c.u).id;
+  for i in 1..10 loop
+    code := auth._mfa_recovery_code();
+    codes := codes || code;
+    insert into auth.mfa_recovery_codes (id, user_id, code_hash, created_at)
+    values (pg_catalog.gen_random_uuid(), (c.u).id, auth._otp_hash((c.u).id::text || ':' || code), pg_catalog.now());
+  end loop;
+  perform auth._audit('recovery_codes_generated', (c.u).id, '{}');
+  return pg_catalog.jsonb_build_object('recovery_codes', pg_catalog.to_jsonb(codes));
+end
+$$;
+comment on function auth.mfa_generate_recovery_codes() is
+  'MFA: ten single-use recovery codes for the signed-in user (aal2, with a verified factor); replaces any earlier set.';
+
+-- A recovery code in place of a TOTP code: the session becomes aal2 (amr recovery). Wrong
+-- codes count toward the lockout of the user's recovery codes and of the address.
+create function auth.mfa_verify_recovery_code(code text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  c record;
+  normalized text := pg_catalog.lower(pg_catalog.regexp_replace(coalesce(code, ''), '[\s-]', '', 'g'));
+  used uuid;
+begin
+  c := auth._mfa_caller();
+  if c.session_id is null then
+    raise exception 'no_authorization: MFA needs a session: sign in first' using errcode = '28000';
+  end if;
+  if normalized = '' or pg_catalog.length(normalized) > 64 then
+    raise exception 'validation_failed: Code is required' using errcode = '22023';
+  end if;
+  perform auth._attempt_begin_named('mfa-recovery:' || (c.u).id::text);
+  update auth.mfa_recovery_codes r set used_at = pg_catalog.now()
+   where r.user_id = (c.u).id and r.used_at is null
+     and r.code_hash = auth._otp_hash((c.u).id::text || ':' || pg_catalog.substr(normalized, 1, 4) || '-'
+                                      || pg_catalog.substr(normalized, 5, 4) || '-' || pg_catalog.substr(normalized, 9, 4)
+                                      || '-' || pg_catalog.substr(normalized, 13))
+  returning r.id into used;
+  if used is null then
+    perform auth._mfa_recovery_failed((c.u).id);
+    raise exception 'mfa_verification_failed: Invalid recovery code' using errcode = '28000';
+  end if;
+  perform auth._attempt_succeeded();
+  perform auth._audit('recovery_code_used', (c.u).id, pg_catalog.jsonb_build_object('code_id', used));
+  return auth._mfa_upgrade((c.u).id, c.session_id, null, 'recovery');
+end
+$$;
+comment on function auth.mfa_verify_recovery_code(text) is
+  'MFA: use one recovery code in place of a TOTP code; the session becomes aal2 (amr recovery).';

@@ -26,9 +26,14 @@ pub static LOCKOUT_IP_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(100
 pub static LOCKOUT_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(900);
 pub static ARGON2_ITERATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static REQUIRE_EMAIL_CONFIRMATION: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static UPDATE_PASSWORD_REQUIRE_REAUTHENTICATION: GucSetting<bool> =
+    GucSetting::<bool>::new(false);
+pub static UPDATE_PASSWORD_REQUIRE_CURRENT_PASSWORD: GucSetting<bool> =
+    GucSetting::<bool>::new(false);
 pub static OTP_EXPIRY: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static MFA_CHALLENGE_EXPIRY: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static MFA_MAX_ENROLLED_FACTORS: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static MFA_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(15);
 pub static EMAIL_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static EMAIL_RATE_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static SITE_URL: GucSetting<Option<CString>> =
@@ -324,6 +329,18 @@ fn register_flows(secs: GucFlags, plain: GucFlags) {
         c"The inverse of GoTrue's MAILER_AUTOCONFIRM; unconfirmed users get email_not_confirmed at sign-in.",
         &REQUIRE_EMAIL_CONFIRMATION,
     );
+    boolean(
+        c"auth.update_password_require_reauthentication",
+        c"A password change needs the nonce auth.reauthenticate() sends (GoTrue's SECURITY_UPDATE_PASSWORD_REQUIRE_REAUTHENTICATION).",
+        c"Without it: reauthentication_needed; a wrong or expired one: reauthentication_not_valid.",
+        &UPDATE_PASSWORD_REQUIRE_REAUTHENTICATION,
+    );
+    boolean(
+        c"auth.update_password_require_current_password",
+        c"A password change needs the current password (current_password) when the user has one.",
+        c"Without it: current_password_required; a wrong one: current_password_mismatch (counted like a wrong password).",
+        &UPDATE_PASSWORD_REQUIRE_CURRENT_PASSWORD,
+    );
     int(
         c"auth.mfa_challenge_expiry",
         c"Lifetime of an MFA challenge: its code must be verified within it.",
@@ -331,6 +348,14 @@ fn register_flows(secs: GucFlags, plain: GucFlags) {
         &MFA_CHALLENGE_EXPIRY,
         (30, 3600),
         secs,
+    );
+    int(
+        c"auth.mfa_rate_limit",
+        c"MFA challenges per minute, per user and per client address (GoTrue's MFA_RATE_LIMIT_CHALLENGE_AND_VERIFY); 0 disables.",
+        c"One more is over_request_rate_limit.",
+        &MFA_RATE_LIMIT,
+        (0, 10_000),
+        plain,
     );
     int(
         c"auth.mfa_max_enrolled_factors",

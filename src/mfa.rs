@@ -195,6 +195,7 @@ fn _mfa_settings() -> pgrx::JsonB {
     pgrx::JsonB(json!({
         "challenge_expiry": crate::config::MFA_CHALLENGE_EXPIRY.get(),
         "max_factors": crate::config::MFA_MAX_ENROLLED_FACTORS.get(),
+        "rate_limit": crate::config::MFA_RATE_LIMIT.get(),
     }))
 }
 
@@ -214,6 +215,39 @@ fn _mfa_failed(factor_id: pgrx::Uuid, user_id: pgrx::Uuid) {
         Some(user_id),
         &request::current(),
         json!({"reason": "mfa_verification_failed", "factor_id": factor_id.to_string()}),
+    );
+    lockout::failed(audit);
+}
+
+/// SQL: a recovery code: 80 random bits as 16 characters of RFC 4648's base32 alphabet in
+/// lower case, in four groups (`abcd-efgh-ijkl-mnop`).
+#[pg_extern(volatile)]
+fn _mfa_recovery_code() -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| AuthError::Unexpected(format!("random number generator failed: {e}")))
+        .or_raise();
+    let chars: Vec<char> = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(b & 31)]))
+        .collect();
+    chars
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// SQL: a recovery code check begun with _attempt_begin_named failed: counted and audited
+/// in a transaction of its own.
+#[pg_extern(volatile)]
+fn _mfa_recovery_failed(user_id: pgrx::Uuid) {
+    let audit = users::failure_audit(
+        None,
+        Some(user_id),
+        &request::current(),
+        json!({"reason": "mfa_verification_failed", "method": "recovery"}),
     );
     lockout::failed(audit);
 }

@@ -413,6 +413,50 @@ fn new_password_hash(user_id: pgrx::Uuid, password: Option<&str>) -> AuthResult<
     new_hash.ok_or(AuthError::SamePassword)
 }
 
+/// Whether `password` is the user's current password: compared under a hashing place and
+/// counted before the comparison like every password comparison of a change.
+fn current_password_matches(user_id: pgrx::Uuid, password: Option<&str>) -> AuthResult<bool> {
+    let password = password.unwrap_or("");
+    let (email, stored) = db::read_two::<String, String>(
+        "select u.email, u.encrypted_password from auth.users u where u.id = $1",
+        &[user_id.into()],
+    )?;
+    let Some(stored) = stored.filter(|s| !s.is_empty()) else {
+        return Ok(false);
+    };
+    let req = request::current();
+    lockout::begin_named(&format!("password_check:{user_id}"))?;
+    let (verdict, _) = hashing::verify_upgrading(password, &stored, cost())?;
+    let matches = verdict != Verdict::Mismatch;
+    if matches {
+        lockout::succeeded();
+    } else {
+        lockout::failed(sessions::audit_entry(
+            "user_password_checked",
+            Some(&user_id.to_string()),
+            email.as_deref(),
+            &req,
+            json!({"current_password": false}),
+        ));
+    }
+    Ok(matches)
+}
+
+/// SQL (behind auth.update_user): see [`current_password_matches`].
+#[pg_extern(volatile)]
+fn _current_password_matches(user_id: pgrx::Uuid, password: Option<&str>) -> bool {
+    current_password_matches(user_id, password).or_raise()
+}
+
+/// SQL (behind auth.update_user): which proofs a password change needs.
+#[pg_extern(stable)]
+fn _password_update_rules() -> pgrx::JsonB {
+    pgrx::JsonB(json!({
+        "reauthentication": config::UPDATE_PASSWORD_REQUIRE_REAUTHENTICATION.get(),
+        "current_password": config::UPDATE_PASSWORD_REQUIRE_CURRENT_PASSWORD.get(),
+    }))
+}
+
 /// SQL (behind auth.update_user): the hash of the user's new password.
 #[pg_extern(volatile)]
 fn _new_password_hash(user_id: pgrx::Uuid, password: Option<&str>) -> String {

@@ -49,10 +49,19 @@ fn routes() -> Router<App> {
         .route("/resend", post(account::resend))
         .route("/verify", get(verify::verify_get).post(verify::verify_post))
         .route("/user", get(account::get_user).put(account::update_user))
+        .route("/reauthenticate", get(account::reauthenticate))
         .route("/factors", post(mfa::enroll))
         .route("/factors/{id}", axum::routing::delete(mfa::unenroll))
         .route("/factors/{id}/challenge", post(mfa::challenge))
         .route("/factors/{id}/verify", post(mfa::verify))
+        .route(
+            "/factors/recovery-codes/regenerate",
+            post(mfa::regenerate_recovery_codes),
+        )
+        .route(
+            "/factors/recovery-codes/verify",
+            post(mfa::verify_recovery_code),
+        )
         .route("/admin/users/{id}/factors", get(admin::list_factors))
         .route(
             "/admin/users/{id}/factors/{factor_id}",

@@ -321,7 +321,14 @@ def every_call(k, key):
     k.call("mfa_get_authenticator_assurance_level", "select auth.mfa_get_authenticator_assurance_level()",
            role=a, claims=cl2)
     k.call("mfa_enrolled", "select auth.mfa_enrolled()", role=a, claims=cl2)
+    assert k.call("reauthenticate", "select auth.reauthenticate()", role=a, claims=cl2), \
+        "reauthenticate must work under the hostile path"
     k.call("admin_mfa_list_factors", "select auth.admin_mfa_list_factors(%s)", (cl2["sub"],), role="service_role")
+    rc = k.call("mfa_generate_recovery_codes", "select auth.mfa_generate_recovery_codes() as r", role=a, claims=cl2)
+    assert rc, "mfa_generate_recovery_codes must work under the hostile path"
+    k.call("mfa_verify_recovery_code", "select auth.mfa_verify_recovery_code('wrong-code')", role=a, claims=cl2)
+    assert k.call("mfa_verify_recovery_code", "select auth.mfa_verify_recovery_code(%s)",
+                  (rc["r"]["recovery_codes"][0],), role=a, claims=cl2), "mfa_verify_recovery_code must work"
     assert k.call("mfa_unenroll", "select auth.mfa_unenroll(%s)", (fid,), role=a, claims=cl2), \
         "mfa_unenroll must work under the hostile path"
     f = k.call("mfa_enroll", "select auth.mfa_enroll() as f", role=a, claims=cl2)

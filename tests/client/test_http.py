@@ -575,3 +575,57 @@ def test_slow_clients_and_shutdown(http_server):
         assert time.monotonic() - started < 5
         for c in hanging:
             c.close()
+
+
+def test_mfa_over_http_with_recovery_codes(http_server):
+    import pyotp
+
+    s = http_server
+    session = sign_up(s, "http-mfa@example.com")
+    user = keyed(s, session["access_token"], **NEW)
+    f = httpx.post(f"{s.url}/auth/v1/factors", headers=user, json={"factor_type": "totp", "friendly_name": "app"}).json()
+    ch = httpx.post(f"{s.url}/auth/v1/factors/{f['id']}/challenge", headers=user, json={}).json()
+    r = httpx.post(f"{s.url}/auth/v1/factors/{f['id']}/verify", headers=user,
+                   json={"challenge_id": ch["id"], "code": pyotp.TOTP(f["totp"]["secret"]).now()})
+    assert r.status_code == 200, r.text
+    aal2 = keyed(s, r.json()["access_token"], **NEW)
+    codes = httpx.post(f"{s.url}/auth/v1/factors/recovery-codes/regenerate", headers=aal2).json()["recovery_codes"]
+    assert len(codes) == 10
+    aal1 = httpx.post(f"{s.url}/token?grant_type=password", headers=keyed(s),
+                      json={"email": "http-mfa@example.com", "password": PASSWORD}).json()
+    wrong = httpx.post(f"{s.url}/auth/v1/factors/recovery-codes/verify", headers=keyed(s, aal1["access_token"], **NEW),
+                       json={"code": "aaaa-bbbb-cccc-dddd"})
+    assert (wrong.status_code, wrong.json()["code"]) == (422, "mfa_verification_failed")
+    ok = httpx.post(f"{s.url}/auth/v1/factors/recovery-codes/verify", headers=keyed(s, aal1["access_token"], **NEW),
+                    json={"code": codes[3]})
+    assert ok.status_code == 200, ok.text
+    r = httpx.get(f"{s.url}/auth/v1/admin/users/{session['user']['id']}/factors",
+                  headers={"apikey": s.service, "Authorization": f"Bearer {s.service}"})
+    assert r.status_code == 200 and [x["id"] for x in r.json()] == [f["id"]]
+    missing = httpx.post(f"{s.url}/auth/v1/factors/not-a-uuid/challenge", headers=user, json={})
+    assert (missing.status_code, missing.json()["code"]) == (404, "mfa_factor_not_found")
+
+
+def test_reauthentication_over_http(http_server):
+    s = http_server
+    with admin(s.db) as c:
+        c.execute(f'alter database "{s.db}" set auth.update_password_require_reauthentication = on')
+    try:
+        with running(s) as strict:
+            session = sign_up(strict, "reauth-http@example.com")
+            user = keyed(strict, session["access_token"], **NEW)
+            r = httpx.put(f"{strict.url}/user", headers=user, json={"password": "a brand new passphrase"})
+            assert (r.status_code, r.json()["code"]) == (400, "reauthentication_needed")
+            assert httpx.get(f"{strict.url}/reauthenticate", headers=user).status_code == 200
+            with admin(s.db) as c:
+                nonce = c.execute("select message -> 'email_data' ->> 'token' as t from auth.email_outbox "
+                                  "where recipient = 'reauth-http@example.com' and email_action_type = 'reauthentication' "
+                                  "order by id desc limit 1").fetchone()["t"]
+            r = httpx.put(f"{strict.url}/user", headers=user, json={"password": "a brand new passphrase", "nonce": "000000"
+                                                                   if nonce != "000000" else "111111"})
+            assert (r.status_code, r.json()["code"]) == (422, "reauthentication_not_valid")
+            r = httpx.put(f"{strict.url}/user", headers=user, json={"password": "a brand new passphrase", "nonce": nonce})
+            assert r.status_code == 200, r.text
+    finally:
+        with admin(s.db) as c:
+            c.execute(f'alter database "{s.db}" reset auth.update_password_require_reauthentication')

@@ -108,3 +108,115 @@ def test_a_copy_of_the_factors_table_generates_no_code(enrolled):
         as_user(c, session["access_token"], "select auth.mfa_challenge_and_verify(%s, %s) as r",
                 other["id"], pyotp.TOTP(factor["totp"]["secret"]).now())
     assert code_error(e.value) == "unexpected_failure"
+
+
+def test_recovery_codes(enrolled):
+    session, factor = enrolled
+    totp = pyotp.TOTP(factor["totp"]["secret"])
+    with api() as c:
+        # Not before a factor is verified, and only from an aal2 session.
+        with pytest.raises(psycopg.Error) as e:
+            as_user(c, session["access_token"], "select auth.mfa_generate_recovery_codes() as r")
+        assert code_error(e.value) == "mfa_factor_not_found"
+        aal2 = as_user(c, session["access_token"], "select auth.mfa_challenge_and_verify(%s, %s) as r",
+                       factor["id"], totp.now())
+        codes = as_user(c, aal2["access_token"], "select auth.mfa_generate_recovery_codes() as r")["recovery_codes"]
+        assert len(codes) == 10 and len(set(codes)) == 10
+        assert all(len(x) == 19 and x.count("-") == 3 for x in codes)
+        with c.transaction():
+            c.execute("set local role anon")
+            aal1 = c.execute("select auth.sign_in(%s, %s) as s", (session["user"]["email"], PASSWORD)).fetchone()["s"]
+        with pytest.raises(psycopg.Error) as e:
+            as_user(c, aal1["access_token"], "select auth.mfa_generate_recovery_codes() as r")
+        assert code_error(e.value) == "insufficient_aal"
+        # One code (in upper case, without dashes: as a user types it) gives aal2 with amr recovery.
+        up = as_user(c, aal1["access_token"], "select auth.mfa_verify_recovery_code(%s) as r",
+                     codes[0].replace("-", "").upper())
+        claims = c.execute("select auth.verify_jwt(%s) as c", (up["access_token"],)).fetchone()["c"]
+        assert claims["aal"] == "aal2" and claims["amr"][0]["method"] == "recovery"
+        # Used once.
+        with c.transaction():
+            c.execute("set local role anon")
+            again = c.execute("select auth.sign_in(%s, %s) as s", (session["user"]["email"], PASSWORD)).fetchone()["s"]
+        with pytest.raises(psycopg.Error) as e:
+            as_user(c, again["access_token"], "select auth.mfa_verify_recovery_code(%s) as r", codes[0])
+        assert code_error(e.value) == "mfa_verification_failed"
+        # A new set replaces the old one.
+        fresh = as_user(c, up["access_token"], "select auth.mfa_generate_recovery_codes() as r")["recovery_codes"]
+        with pytest.raises(psycopg.Error) as e:
+            as_user(c, again["access_token"], "select auth.mfa_verify_recovery_code(%s) as r", codes[1])
+        assert code_error(e.value) == "mfa_verification_failed"
+        assert as_user(c, again["access_token"], "select auth.mfa_verify_recovery_code(%s) as r", fresh[1])
+    with admin() as c:
+        stored = [r["code_hash"] for r in c.execute("select code_hash from auth.mfa_recovery_codes")]
+    assert not any(code.replace("-", "") in h or code in h for code in fresh for h in stored)
+
+
+def outbox(email, action):
+    with admin() as c:
+        m = c.execute("select message from auth.email_outbox where recipient = %s and email_action_type = %s "
+                      "order by id desc limit 1", (email, action)).fetchone()
+    return m["message"]["email_data"] if m else None
+
+
+@pytest.fixture()
+def strict_password_changes():
+    from conftest import DB
+
+    with admin() as c:
+        c.execute(f'alter database "{DB}" set auth.update_password_require_reauthentication = on')
+        c.execute(f'alter database "{DB}" set auth.update_password_require_current_password = on')
+    yield
+    with admin() as c:
+        c.execute(f'alter database "{DB}" reset auth.update_password_require_reauthentication')
+        c.execute(f'alter database "{DB}" reset auth.update_password_require_current_password')
+
+
+def test_password_change_proofs(strict_password_changes):
+    email = f"proofs-{threading.get_ident()}@example.com"
+    with api() as c:
+        with c.transaction():
+            c.execute("set local role anon")
+            s = c.execute("select auth.sign_up(%s, %s) as s", (email, PASSWORD)).fetchone()["s"]
+        token = s["access_token"]
+
+        def change(attrs):
+            try:
+                as_user(c, token, "select auth.update_user(%s::jsonb) as r", __import__("json").dumps(attrs))
+                return "ok"
+            except psycopg.Error as e:
+                return code_error(e)
+
+        new = "a brand new passphrase"
+        assert change({"password": new}) == "current_password_required"
+        assert change({"password": new, "current_password": "not it at all"}) == "current_password_mismatch"
+        assert change({"password": new, "current_password": PASSWORD}) == "reauthentication_needed"
+        assert change({"password": new, "current_password": PASSWORD, "nonce": "123456"}) == "reauthentication_not_valid"
+        assert as_user(c, token, "select auth.reauthenticate() as r") == {}
+        nonce = outbox(email, "reauthentication")["token"]
+        assert change({"password": new, "current_password": PASSWORD, "nonce": nonce}) == "ok"
+        # The nonce works once, and the reauthentication code is no sign-in code.
+        assert change({"password": "yet another passphrase", "current_password": new, "nonce": nonce}) == \
+            "reauthentication_not_valid"
+        with pytest.raises(psycopg.Error) as e, c.transaction():
+            c.execute("set local role anon")
+            c.execute("select auth.verify_otp(%s, %s, 'email')", (email, nonce))
+        assert code_error(e.value) == "otp_expired"
+        # Metadata changes need neither.
+        assert change({"data": {"theme": "dark"}}) == "ok"
+
+
+def test_challenges_are_rate_limited_per_user(enrolled):
+    session, factor = enrolled
+    with admin() as c:
+        c.execute("select auth.uid()")  # loads the library, which defines the setting
+        limit = int(c.execute("select current_setting('auth.mfa_rate_limit') as n").fetchone()["n"])
+    answers = []
+    with api() as c:
+        for _ in range(limit + 3):
+            try:
+                as_user(c, session["access_token"], "select auth.mfa_challenge(%s) as r", factor["id"])
+                answers.append("ok")
+            except psycopg.Error as e:
+                answers.append(code_error(e))
+    assert answers == ["ok"] * limit + ["over_request_rate_limit"] * 3

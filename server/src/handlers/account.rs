@@ -165,3 +165,14 @@ pub async fn update_user(
             .await?,
     )
 }
+
+/// `GET /reauthenticate`: a nonce for the signed-in user, sent to their address; a password
+/// change then passes it as `nonce` (when the database asks for one).
+pub async fn reauthenticate(State(app): State<App>, req: Req) -> Answer {
+    let ctx = req.keyed_as_bearer()?;
+    json(
+        app.db
+            .call(ctx, "select auth.reauthenticate()", vec![])
+            .await?,
+    )
+}

@@ -118,3 +118,38 @@ pub async fn unenroll(
             .await?,
     )
 }
+
+/// `POST /factors/recovery-codes/regenerate`: ten single-use recovery codes (auth_ext's;
+/// GoTrue's are not released yet), shown once: `{"recovery_codes": [...]}`.
+pub async fn regenerate_recovery_codes(State(app): State<App>, req: Req) -> Answer {
+    let ctx = req.keyed_as_bearer()?;
+    json(
+        app.db
+            .call(ctx, "select auth.mfa_generate_recovery_codes()", vec![])
+            .await?,
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct RecoveryBody {
+    code: Option<String>,
+}
+
+/// `POST /factors/recovery-codes/verify` `{code}`: a recovery code in place of a TOTP
+/// code; answers the aal2 session.
+pub async fn verify_recovery_code(
+    State(app): State<App>,
+    req: Req,
+    Body(b): Body<RecoveryBody>,
+) -> Answer {
+    let ctx = req.keyed_as_bearer()?;
+    json(
+        app.db
+            .call(
+                ctx,
+                "select auth.mfa_verify_recovery_code($1)",
+                vec![Param::Text(b.code)],
+            )
+            .await?,
+    )
+}
