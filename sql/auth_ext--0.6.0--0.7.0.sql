@@ -403,7 +403,8 @@ $$;
 comment on function auth.mfa_verify(uuid, uuid, text) is
   'MFA: verify a challenge with a code; the session becomes aal2 and new tokens are returned.';
 
--- The session reaches aal2 by `method`: its amr gains the method (newest first), its
+-- The session reaches aal2 by `method`: its amr gains the method (newest first: the
+-- clock, not the transaction's start, so it sorts after a sign-in of the same transaction), its
 -- refresh tokens are replaced, the user's other aal1 sessions end, and other unverified
 -- factors of the type go.
 create function auth._mfa_upgrade(user_id uuid, session_id uuid, factor_id uuid, method text) returns jsonb
@@ -411,10 +412,18 @@ language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- New tokens only for a live session of a user who may sign in (as a refresh checks).
+  if exists (select from auth.users u where u.id = _mfa_upgrade.user_id and u.banned_until > pg_catalog.now()) then
+    raise exception 'user_banned: User is banned' using errcode = '28000';
+  end if;
+  if not auth._session_is_live(_mfa_upgrade.session_id) then
+    raise exception 'session_expired: Session has expired; sign in again' using errcode = '28000';
+  end if;
   insert into auth.mfa_amr_claims as a (session_id, created_at, updated_at, authentication_method, id)
-  values (_mfa_upgrade.session_id, pg_catalog.now(), pg_catalog.now(), method, pg_catalog.gen_random_uuid())
+  values (_mfa_upgrade.session_id, pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), method,
+          pg_catalog.gen_random_uuid())
   on conflict on constraint mfa_amr_claims_session_id_authentication_method_pkey
-  do update set created_at = pg_catalog.now(), updated_at = pg_catalog.now();
+  do update set created_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp();
   update auth.sessions s set aal = 'aal2', factor_id = _mfa_upgrade.factor_id, updated_at = pg_catalog.now()
    where s.id = _mfa_upgrade.session_id;
   delete from auth.sessions s
@@ -471,9 +480,15 @@ begin
    where a.session_id = s.id and s.factor_id = f.id and a.authentication_method = f.factor_type::text;
   update auth.sessions s set aal = 'aal1', factor_id = null, updated_at = pg_catalog.now() where s.factor_id = f.id;
   delete from auth.mfa_factors x where x.id = f.id;
-  -- Recovery codes stand in for a second factor: without one they go too.
+  -- Without a verified factor left, nothing of the user stays aal2 (a session raised by a
+  -- recovery code is bound to no factor), and the recovery codes go.
   if not exists (select from auth.mfa_factors x where x.user_id = f.user_id and x.status = 'verified') then
     delete from auth.mfa_recovery_codes r where r.user_id = f.user_id;
+    delete from auth.mfa_amr_claims a
+     using auth.sessions s
+     where a.session_id = s.id and s.user_id = f.user_id and a.authentication_method in ('totp', 'recovery');
+    update auth.sessions s set aal = 'aal1', factor_id = null, updated_at = pg_catalog.now()
+     where s.user_id = f.user_id and s.aal = 'aal2';
   end if;
   perform auth._audit('factor_deleted', f.user_id, pg_catalog.jsonb_build_object('factor_id', f.id));
 end
@@ -768,7 +783,8 @@ begin
   pkce := auth._pkce_flow(attributes ->> 'code_challenge', attributes ->> 'code_challenge_method');
   -- With a verified second factor, the address and the password change only from an aal2
   -- session (GoTrue's rule: a stolen aal1 session cannot take the account over).
-  if (attributes ? 'password' or attributes ? 'email')
+  if (attributes ? 'password'
+      or (attributes ? 'email' and pg_catalog.lower(attributes ->> 'email') is distinct from pg_catalog.lower(u.email)))
      and exists (select from auth.mfa_factors f where f.user_id = u.id and f.status = 'verified')
      and coalesce((select s.aal::text from auth.sessions s where s.id = auth._claims_session_id()), 'aal1') <> 'aal2' then
     raise exception 'insufficient_aal: AAL2 session is required to update email or password when MFA is enabled.'
@@ -843,6 +859,77 @@ begin
   return auth._user_json(u);
 end
 $$;
+
+-- cleanup: MFA challenges too.
+create or replace function auth.cleanup(batch_size integer default 1000) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  n_sessions bigint;
+  n_tokens bigint;
+  n_otps bigint;
+  n_outbox bigint;
+  n_flows bigint;
+  n_challenges bigint;
+begin
+  if batch_size is null or batch_size < 1 or batch_size > 100000 then
+    raise exception 'validation_failed: batch_size must be between 1 and 100000'
+      using errcode = '22023';
+  end if;
+  -- Each batch is chosen once, in a materialized CTE: as the subquery of an IN, a plan
+  -- may run the LIMIT again for every row it compares and delete more than the batch.
+  with batch as materialized (
+    select s.id from auth.sessions s where not auth._session_is_live(s.id)
+     limit batch_size for update skip locked)
+  delete from auth.sessions d using batch b where d.id = b.id;
+  get diagnostics n_sessions = row_count;
+  with batch as materialized (
+    select t.id from auth.refresh_tokens t
+     where t.revoked and t.updated_at < pg_catalog.now() - auth._seconds('auth.revoked_token_retention')
+     limit batch_size for update skip locked)
+  delete from auth.refresh_tokens d using batch b where d.id = b.id;
+  get diagnostics n_tokens = row_count;
+  delete from auth.sign_in_failures f
+   where f.failed_at < pg_catalog.now() - auth._seconds('auth.lockout_window');
+  delete from auth.rate_limits r
+   where r.window_start < pg_catalog.now() - auth._seconds('auth.email_rate_window');
+  -- Expired one-time tokens, and outbox messages whose tokens have expired.
+  with batch as materialized (
+    select o.id from auth.one_time_tokens o where o.expires_at < pg_catalog.now()
+     limit batch_size for update skip locked)
+  delete from auth.one_time_tokens d using batch b where d.id = b.id;
+  get diagnostics n_otps = row_count;
+  with batch as materialized (
+    select m.id from auth.email_outbox m
+     where m.created_at < pg_catalog.now() - auth._seconds('auth.otp_expiry')
+     limit batch_size for update skip locked)
+  delete from auth.email_outbox d using batch b where d.id = b.id;
+  get diagnostics n_outbox = row_count;
+  -- PKCE flow states whose code has expired, or whose link has (no code was issued).
+  with batch as materialized (
+    select f.id from auth.flow_state f
+     where f.auth_code_issued_at < pg_catalog.now() - interval '5 minutes'
+        or (f.auth_code_issued_at is null and f.created_at < pg_catalog.now() - auth._seconds('auth.otp_expiry'))
+     limit batch_size for update skip locked)
+  delete from auth.flow_state d using batch b where d.id = b.id;
+  get diagnostics n_flows = row_count;
+  -- MFA challenges past their lifetime (verified or not: neither can be used again).
+  with batch as materialized (
+    select c.id from auth.mfa_challenges c
+     where c.created_at < pg_catalog.now()
+             - pg_catalog.make_interval(secs => (auth._mfa_settings() ->> 'challenge_expiry')::int)
+     limit batch_size for update skip locked)
+  delete from auth.mfa_challenges d using batch b where d.id = b.id;
+  get diagnostics n_challenges = row_count;
+  return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens,
+                            'one_time_tokens', n_otps, 'email_outbox', n_outbox, 'flow_state', n_flows,
+                            'mfa_challenges', n_challenges);
+end
+$$;
+
+comment on function auth.cleanup(integer) is
+  'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens, outbox messages, PKCE flow states and MFA challenges, in batches.';
 
 -- Privileges, as in sql/finalize.sql.
 revoke all on function auth._mfa_caller(), auth._mfa_factor(uuid, uuid), auth._mfa_upgrade(uuid, uuid, uuid, text),

@@ -641,6 +641,7 @@ declare
   n_otps bigint;
   n_outbox bigint;
   n_flows bigint;
+  n_challenges bigint;
 begin
   if batch_size is null or batch_size < 1 or batch_size > 100000 then
     raise exception 'validation_failed: batch_size must be between 1 and 100000'
@@ -683,12 +684,21 @@ begin
      limit batch_size for update skip locked)
   delete from auth.flow_state d using batch b where d.id = b.id;
   get diagnostics n_flows = row_count;
+  -- MFA challenges past their lifetime (verified or not: neither can be used again).
+  with batch as materialized (
+    select c.id from auth.mfa_challenges c
+     where c.created_at < pg_catalog.now()
+             - pg_catalog.make_interval(secs => (auth._mfa_settings() ->> 'challenge_expiry')::int)
+     limit batch_size for update skip locked)
+  delete from auth.mfa_challenges d using batch b where d.id = b.id;
+  get diagnostics n_challenges = row_count;
   return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens,
-                            'one_time_tokens', n_otps, 'email_outbox', n_outbox, 'flow_state', n_flows);
+                            'one_time_tokens', n_otps, 'email_outbox', n_outbox, 'flow_state', n_flows,
+                            'mfa_challenges', n_challenges);
 end
 $$;
 comment on function auth.cleanup(integer) is
-  'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens, outbox messages and PKCE flow states, in batches.';
+  'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens, outbox messages, PKCE flow states and MFA challenges, in batches.';
 
 -- GoTrue's GET /settings, from this database's settings: email sign-in is always on, phone
 -- and SAML never are; of the external providers, those registered for sign-in with an ID

@@ -623,7 +623,8 @@ begin
   pkce := auth._pkce_flow(attributes ->> 'code_challenge', attributes ->> 'code_challenge_method');
   -- With a verified second factor, the address and the password change only from an aal2
   -- session (GoTrue's rule: a stolen aal1 session cannot take the account over).
-  if (attributes ? 'password' or attributes ? 'email')
+  if (attributes ? 'password'
+      or (attributes ? 'email' and pg_catalog.lower(attributes ->> 'email') is distinct from pg_catalog.lower(u.email)))
      and exists (select from auth.mfa_factors f where f.user_id = u.id and f.status = 'verified')
      and coalesce((select s.aal::text from auth.sessions s where s.id = auth._claims_session_id()), 'aal1') <> 'aal2' then
     raise exception 'insufficient_aal: AAL2 session is required to update email or password when MFA is enabled.'

@@ -177,7 +177,8 @@ $$;
 comment on function auth.mfa_verify(uuid, uuid, text) is
   'MFA: verify a challenge with a code; the session becomes aal2 and new tokens are returned.';
 
--- The session reaches aal2 by `method`: its amr gains the method (newest first), its
+-- The session reaches aal2 by `method`: its amr gains the method (newest first: the
+-- clock, not the transaction's start, so it sorts after a sign-in of the same transaction), its
 -- refresh tokens are replaced, the user's other aal1 sessions end, and other unverified
 -- factors of the type go.
 create function auth._mfa_upgrade(user_id uuid, session_id uuid, factor_id uuid, method text) returns jsonb
@@ -185,10 +186,18 @@ language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- New tokens only for a live session of a user who may sign in (as a refresh checks).
+  if exists (select from auth.users u where u.id = _mfa_upgrade.user_id and u.banned_until > pg_catalog.now()) then
+    raise exception 'user_banned: User is banned' using errcode = '28000';
+  end if;
+  if not auth._session_is_live(_mfa_upgrade.session_id) then
+    raise exception 'session_expired: Session has expired; sign in again' using errcode = '28000';
+  end if;
   insert into auth.mfa_amr_claims as a (session_id, created_at, updated_at, authentication_method, id)
-  values (_mfa_upgrade.session_id, pg_catalog.now(), pg_catalog.now(), method, pg_catalog.gen_random_uuid())
+  values (_mfa_upgrade.session_id, pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), method,
+          pg_catalog.gen_random_uuid())
   on conflict on constraint mfa_amr_claims_session_id_authentication_method_pkey
-  do update set created_at = pg_catalog.now(), updated_at = pg_catalog.now();
+  do update set created_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp();
   update auth.sessions s set aal = 'aal2', factor_id = _mfa_upgrade.factor_id, updated_at = pg_catalog.now()
    where s.id = _mfa_upgrade.session_id;
   delete from auth.sessions s
@@ -245,9 +254,15 @@ begin
    where a.session_id = s.id and s.factor_id = f.id and a.authentication_method = f.factor_type::text;
   update auth.sessions s set aal = 'aal1', factor_id = null, updated_at = pg_catalog.now() where s.factor_id = f.id;
   delete from auth.mfa_factors x where x.id = f.id;
-  -- Recovery codes stand in for a second factor: without one they go too.
+  -- Without a verified factor left, nothing of the user stays aal2 (a session raised by a
+  -- recovery code is bound to no factor), and the recovery codes go.
   if not exists (select from auth.mfa_factors x where x.user_id = f.user_id and x.status = 'verified') then
     delete from auth.mfa_recovery_codes r where r.user_id = f.user_id;
+    delete from auth.mfa_amr_claims a
+     using auth.sessions s
+     where a.session_id = s.id and s.user_id = f.user_id and a.authentication_method in ('totp', 'recovery');
+    update auth.sessions s set aal = 'aal1', factor_id = null, updated_at = pg_catalog.now()
+     where s.user_id = f.user_id and s.aal = 'aal2';
   end if;
   perform auth._audit('factor_deleted', f.user_id, pg_catalog.jsonb_build_object('factor_id', f.id));
 end

@@ -131,6 +131,16 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
     let Some((Some(user_id), Some(locked_id), banned, Some(revoked_now))) = locked else {
         return Err(AuthError::RefreshTokenNotFound);
     };
+    // Read again in a statement of its own, with a snapshot taken after the lock: a change
+    // of the session's level (MFA) deletes its tokens while holding the lock, and a refresh
+    // that waited for it must not mint a child of a token that is gone.
+    let still_there = db::read_one::<bool>(
+        "select pg_catalog.count(*) operator(pg_catalog.>) 0 from auth.refresh_tokens t where t.token operator(pg_catalog.=) $1",
+        &[hash.as_str().into()],
+    )?;
+    if still_there != Some(true) {
+        return Err(AuthError::RefreshTokenNotFound);
+    }
     if !sessions::session_is_live(locked_id)? {
         return Err(AuthError::SessionExpired);
     }

@@ -33,6 +33,15 @@ impl ApiError {
         }
     }
 
+    /// GoTrue answers some codes with another status on some endpoints (insufficient_aal
+    /// is 401 on PUT /user and 422 on DELETE /factors): that status for `code` here.
+    pub fn with_status_for(mut self, code: &str, status: StatusCode) -> Self {
+        if self.code == code {
+            self.status = status;
+        }
+        self
+    }
+
     pub fn validation(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "validation_failed", message)
     }

@@ -220,3 +220,62 @@ def test_challenges_are_rate_limited_per_user(enrolled):
             except psycopg.Error as e:
                 answers.append(code_error(e))
     assert answers == ["ok"] * limit + ["over_request_rate_limit"] * 3
+
+
+# Found by an adversarial review; each failed before its fix.
+
+
+def test_a_refresh_racing_the_verification_mints_no_aal2(enrolled):
+    session, factor = enrolled
+    result = {}
+    with api() as verifier:
+        verifier.execute("select auth.authenticate(%s)", (session["access_token"],))
+        verifier.execute("select auth.mfa_challenge_and_verify(%s, %s)",
+                         (factor["id"], pyotp.TOTP(factor["totp"]["secret"]).now()))
+
+        def refresh():
+            with api() as c:
+                try:
+                    with c.transaction():
+                        c.execute("set local role anon")
+                        result["r"] = c.execute("select auth.refresh(%s) as r", (session["refresh_token"],)).fetchone()["r"]
+                except psycopg.Error as e:
+                    result["e"] = code_error(e)
+
+        t = threading.Thread(target=refresh)
+        t.start()
+        time.sleep(0.5)  # the refresh now waits for the session's row lock
+        verifier.commit()
+        t.join()
+    assert result == {"e": "refresh_token_not_found"}, result
+
+
+def test_removing_the_last_factor_ends_every_aal2_even_by_recovery_code(enrolled):
+    session, factor = enrolled
+    with api() as c:
+        aal2 = as_user(c, session["access_token"], "select auth.mfa_challenge_and_verify(%s, %s) as r",
+                       factor["id"], pyotp.TOTP(factor["totp"]["secret"]).now())
+        codes = as_user(c, aal2["access_token"], "select auth.mfa_generate_recovery_codes() as r")["recovery_codes"]
+        with c.transaction():
+            c.execute("set local role anon")
+            aal1 = c.execute("select auth.sign_in(%s, %s) as s", (session["user"]["email"], PASSWORD)).fetchone()["s"]
+        by_code = as_user(c, aal1["access_token"], "select auth.mfa_verify_recovery_code(%s) as r", codes[0])
+    with admin() as c:
+        c.execute("set role service_role")
+        c.execute("select auth.admin_mfa_delete_factor(%s, %s)", (session["user"]["id"], factor["id"]))
+    with api() as c, c.transaction():
+        c.execute("set local role anon")
+        r = c.execute("select auth.refresh(%s) as r", (by_code["refresh_token"],)).fetchone()["r"]
+        claims = c.execute("select auth.verify_jwt(%s) as c", (r["access_token"],)).fetchone()["c"]
+    assert claims["aal"] == "aal1"
+
+
+def test_a_banned_user_gets_no_tokens_from_a_code(enrolled):
+    session, factor = enrolled
+    with admin() as c:
+        c.execute("set role service_role")
+        c.execute("""select auth.admin_update_user(%s, '{"ban_duration": "24h"}')""", (session["user"]["id"],))
+    with api() as c, pytest.raises(psycopg.Error) as e:
+        as_user(c, session["access_token"], "select auth.mfa_challenge_and_verify(%s, %s) as r",
+                factor["id"], pyotp.TOTP(factor["totp"]["secret"]).now())
+    assert code_error(e.value) == "user_banned"

@@ -480,9 +480,9 @@ describe('MFA', () => {
     assert.equal(aal.data.currentLevel, 'aal1');
     assert.equal(aal.data.nextLevel, 'aal2');
     const blocked = await other.auth.updateUser({ password: 'a brand new passphrase' });
-    assertError(blocked.error, 403, 'insufficient_aal');
+    assertError(blocked.error, 401, 'insufficient_aal');
     const notYet = await other.auth.mfa.unenroll({ factorId });
-    assertError(notYet.error, 403, 'insufficient_aal');
+    assertError(notYet.error, 422, 'insufficient_aal');
 
     // Refreshing keeps aal2.
     const refreshed = await sb.auth.refreshSession();

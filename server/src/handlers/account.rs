@@ -6,6 +6,7 @@ use crate::db::Param;
 use crate::request::{Body, Req};
 use crate::App;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -162,7 +163,8 @@ pub async fn update_user(
                     Param::text(req.query("redirect_to")),
                 ],
             )
-            .await?,
+            .await
+            .map_err(|e| e.with_status_for("insufficient_aal", StatusCode::UNAUTHORIZED))?,
     )
 }
 

@@ -97,7 +97,15 @@ pub async fn verify(
                     Param::Text(b.code),
                 ],
             )
-            .await?,
+            .await
+            // GoTrue: an unknown challenge of a known factor is 422.
+            .map_err(|e| {
+                if e.message.contains("challenge") {
+                    e.with_status_for("mfa_factor_not_found", StatusCode::UNPROCESSABLE_ENTITY)
+                } else {
+                    e
+                }
+            })?,
     )
 }
 
@@ -115,7 +123,8 @@ pub async fn unenroll(
                 "select auth.mfa_unenroll($1::pg_catalog.uuid)",
                 vec![id],
             )
-            .await?,
+            .await
+            .map_err(|e| e.with_status_for("insufficient_aal", StatusCode::UNPROCESSABLE_ENTITY))?,
     )
 }
 

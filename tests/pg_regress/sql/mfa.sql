@@ -63,6 +63,61 @@ select try(format('select auth.mfa_unenroll(%L)', :'fid')) as unenroll_at_aal1;
 select auth.mfa_get_authenticator_assurance_level() - 'currentAuthenticationMethods' as levels;
 rollback to savepoint s;
 
+-- 3b. Verification with a right code, computed here by a TOTP of our own in SQL (RFC 6238
+-- over pgcrypto's HMAC-SHA1, an implementation independent of the extension's).
+create extension if not exists pgcrypto;
+create function pg_temp.base32_decode(s text) returns bytea
+language plpgsql immutable as $$
+declare
+  bits text := '';
+  out bytea := '';
+  c text;
+begin
+  foreach c in array regexp_split_to_array(upper(s), '') loop
+    bits := bits || lpad((strpos('ABCDEFGHIJKLMNOPQRSTUVWXYZ234567', c) - 1)::bit(5)::text, 5, '0');
+  end loop;
+  for i in 0 .. length(bits) / 8 - 1 loop
+    out := out || set_byte('\x00'::bytea, 0, substr(bits, i * 8 + 1, 8)::bit(8)::int);
+  end loop;
+  return out;
+end $$;
+create function pg_temp.totp(secret text, step_offset int default 0) returns text
+language plpgsql volatile as $$
+declare
+  counter bigint := floor(extract(epoch from clock_timestamp()) / 30)::bigint + step_offset;
+  mac bytea := hmac(int8send(counter), pg_temp.base32_decode(secret), 'sha1');
+  o int := get_byte(mac, 19) & 15;
+begin
+  -- (SQL's bit operators share one precedence: every shift in parentheses.)
+  return lpad(((((get_byte(mac, o) & 127) << 24) | (get_byte(mac, o + 1) << 16)
+                | (get_byte(mac, o + 2) << 8) | get_byte(mac, o + 3)) % 1000000)::text, 6, '0');
+end $$;
+savepoint s;
+select auth.authenticate(:'ann') is not null as ann_authenticated;
+select x ->> 'id' as fid, x -> 'totp' ->> 'secret' as secret from (select auth.mfa_enroll('totp') as x) e \gset
+select auth.mfa_challenge(:'fid') ->> 'id' as cid \gset
+select pg_temp.totp(:'secret') as code \gset
+select v ->> 'access_token' as aal2, v ->> 'refresh_token' as aal2_refresh
+  from auth.mfa_verify(:'fid', :'cid', :'code') v \gset
+select auth.verify_jwt(:'aal2') ->> 'aal' as aal,
+       jsonb_path_query_array(auth.verify_jwt(:'aal2') -> 'amr', '$[*].method') as amr;
+-- The same code again (a new challenge), and the challenge again: refused.
+select try(format('select auth.mfa_challenge_and_verify(%L, %L)', :'fid', :'code')) as replayed_code;
+select try(format('select auth.mfa_verify(%L, %L, %L)', :'fid', :'cid', pg_temp.totp(:'secret', 1))) as used_challenge;
+-- A challenge older than auth.mfa_challenge_expiry (aged here as the owner).
+select auth.mfa_challenge(:'fid') ->> 'id' as old_cid \gset
+reset role;
+update auth.mfa_challenges set created_at = now() - interval '6 minutes' where id = :'old_cid';
+select auth.authenticate(:'aal2') is not null as aal2_authenticated;
+select regexp_replace(try(format('select auth.mfa_verify(%L, %L, %L)', :'fid', :'old_cid', pg_temp.totp(:'secret', 1))),
+                      '[0-9a-f-]{36}', '<id>') as expired;
+-- At aal2: recovery codes, and unenrolling a verified factor.
+select jsonb_array_length(auth.mfa_generate_recovery_codes() -> 'recovery_codes') as recovery_codes;
+select auth.mfa_unenroll(:'fid') ->> 'id' = :'fid' as unenrolled_at_aal2;
+-- The session fell back to aal1: its next tokens say so.
+select auth.verify_jwt(auth.refresh(:'aal2_refresh') ->> 'access_token') ->> 'aal' as after_unenroll;
+rollback to savepoint s;
+
 -- 4. Privileges: anon has no factors; the admin functions are service_role's.
 savepoint s;
 set local role anon;
