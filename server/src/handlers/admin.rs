@@ -30,16 +30,7 @@ async fn call(
 
 /// A user id from the path: GoTrue answers a malformed one with 404.
 fn user_id(id: Result<Path<String>, PathRejection>) -> Result<Param, ApiError> {
-    let id = id.map(|Path(id)| id).unwrap_or_default();
-    uuid::Uuid::parse_str(&id)
-        .map(|u| Param::Text(Some(u.to_string())))
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "validation_failed",
-                "user_id must be an UUID",
-            )
-        })
+    super::path_uuid(id, "validation_failed", "user_id must be an UUID")
 }
 
 fn page_number(req: &Req, name: &str, default: i32) -> Result<i32, ApiError> {

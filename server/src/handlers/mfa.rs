@@ -13,16 +13,7 @@ use serde::Deserialize;
 
 /// A factor id from the path; a malformed one is a factor that does not exist.
 pub fn factor_id(id: Result<Path<String>, PathRejection>) -> Result<Param, ApiError> {
-    let id = id.map(|Path(id)| id).unwrap_or_default();
-    uuid::Uuid::parse_str(&id)
-        .map(|u| Param::Text(Some(u.to_string())))
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "mfa_factor_not_found",
-                "Factor not found",
-            )
-        })
+    super::path_uuid(id, "mfa_factor_not_found", "Factor not found")
 }
 
 #[derive(Deserialize, Default)]

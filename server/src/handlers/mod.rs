@@ -28,3 +28,16 @@ pub fn no_phone() -> ApiError {
         "Phone logins are disabled",
     )
 }
+
+/// A uuid from the path, as a call parameter; anything else (malformed, not UTF-8) is
+/// GoTrue's 404 with `code` and `message`.
+pub fn path_uuid(
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    code: &str,
+    message: &str,
+) -> Result<crate::db::Param, ApiError> {
+    let id = id.map(|axum::extract::Path(id)| id).unwrap_or_default();
+    uuid::Uuid::parse_str(&id)
+        .map(|u| crate::db::Param::Text(Some(u.to_string())))
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, code, message))
+}
