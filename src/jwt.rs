@@ -21,6 +21,7 @@ use base64::Engine;
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{Map, Value};
+use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
 
@@ -87,6 +88,8 @@ pub struct Active {
     signer: Option<Box<dyn JwtSigner>>,
     verifier: Box<dyn JwtVerifier>,
     pub public_jwk: Option<Map<String, Value>>,
+    /// The encoded header of the last kid this key signed under (always the same one).
+    header: RefCell<Option<(Option<String>, String)>>,
 }
 
 /// What a key can do.
@@ -116,6 +119,7 @@ impl Material {
             signer,
             verifier,
             public_jwk,
+            header: RefCell::new(None),
         })))
     }
 
@@ -182,13 +186,25 @@ impl Key {
         }
     }
 
-    /// The encoded protected header of the tokens this key signs.
+    /// The encoded protected header of the tokens this key signs: jsonwebtoken's header
+    /// with `typ`, `alg` and `kid`, written once per key.
     fn header(&self) -> Result<String, JwtError> {
+        if let Material::Active(a) = &self.material {
+            if let Some((kid, h)) = &*a.header.borrow() {
+                if *kid == self.kid {
+                    return Ok(h.clone());
+                }
+            }
+        }
         let mut header = Header::new(self.alg.jwt());
         header.kid = self.kid.clone();
-        serde_json::to_vec(&header)
+        let encoded = serde_json::to_vec(&header)
             .map(|h| b64(&h))
-            .map_err(|_| JwtError::Signing("the header could not be written"))
+            .map_err(|_| JwtError::Signing("the header could not be written"))?;
+        if let Material::Active(a) = &self.material {
+            *a.header.borrow_mut() = Some((self.kid.clone(), encoded.clone()));
+        }
+        Ok(encoded)
     }
 }
 
