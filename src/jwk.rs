@@ -697,6 +697,27 @@ mod tests {
     }
 
     #[test]
+    fn a_key_embedded_in_the_header_is_never_used() {
+        // The attacker signs with a key of their own and puts its public JWK (and a jku)
+        // in the header, naming our kid: the token is checked with our key only.
+        let (_, ours) = key_of(Alg::ES256, "ours");
+        let (_, theirs) = key_of(Alg::ES256, "ours");
+        let header = json!({"alg": "ES256", "kid": "ours", "jwk": public_jwk(&theirs).unwrap(),
+                            "jku": "https://attacker.example/jwks.json"});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(Value::Object(claims()).to_string().as_bytes())
+        );
+        let sig = b64(&theirs.sign_input(input.as_bytes()).unwrap());
+        let token = format!("{input}.{sig}");
+        assert_eq!(
+            verify(&token, &[ours], 0, &VerifyPolicy::default()),
+            Err(JwtError::BadSignature)
+        );
+    }
+
+    #[test]
     fn alg_confusion_with_the_rsa_public_key_as_hmac_secret_fails() {
         // The classic attack: sign HS256 with the RSA public key's bytes, name its kid.
         let (_, rs) = key_of(Alg::RS256, "rsa1");

@@ -92,6 +92,41 @@ pub struct Active {
     header: RefCell<Option<(Option<String>, String)>>,
 }
 
+/// jsonwebtoken's EdDSA verifier calls ed25519-dalek's `verify`; ours keeps the stricter
+/// `verify_strict` (no small-order R, no weak public key) that auth_ext has always
+/// applied. It plugs into jsonwebtoken as a verifier of its own trait.
+struct StrictEd25519(ed25519_dalek::VerifyingKey);
+
+impl StrictEd25519 {
+    fn boxed(decoding: &DecodingKey) -> Result<Box<dyn JwtVerifier>, String> {
+        let bad = || "the EdDSA key is not an Ed25519 public key".to_string();
+        let bytes: &[u8; 32] = decoding
+            .try_get_as_bytes()
+            .map_err(|_| bad())?
+            .try_into()
+            .map_err(|_| bad())?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| bad())?;
+        Ok(Box::new(StrictEd25519(key)))
+    }
+}
+
+impl jsonwebtoken::signature::Verifier<Vec<u8>> for StrictEd25519 {
+    fn verify(
+        &self,
+        msg: &[u8],
+        signature: &Vec<u8>,
+    ) -> Result<(), jsonwebtoken::signature::Error> {
+        let sig = ed25519_dalek::Signature::from_slice(signature)?;
+        self.0.verify_strict(msg, &sig)
+    }
+}
+
+impl JwtVerifier for StrictEd25519 {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::EdDSA
+    }
+}
+
 /// What a key can do.
 #[derive(Clone)]
 pub enum Material {
@@ -113,8 +148,11 @@ impl Material {
             .map(|k| (provider().signer_factory)(&alg.jwt(), k))
             .transpose()
             .map_err(|e| format!("the {} key cannot sign: {e}", alg.name()))?;
-        let verifier = (provider().verifier_factory)(&alg.jwt(), decoding)
-            .map_err(|e| format!("the {} key cannot verify: {e}", alg.name()))?;
+        let verifier = match alg {
+            Alg::EdDSA => StrictEd25519::boxed(decoding)?,
+            _ => (provider().verifier_factory)(&alg.jwt(), decoding)
+                .map_err(|e| format!("the {} key cannot verify: {e}", alg.name()))?,
+        };
         Ok(Material::Active(Rc::new(Active {
             signer,
             verifier,
@@ -640,6 +678,16 @@ mod tests {
             (
                 r#"{"alg":"HS256","crit":["exp"]}"#,
                 JwtError::UnsupportedCrit,
+            ),
+            // The one crit jsonwebtoken itself accepts: still refused here.
+            (
+                r#"{"alg":"HS256","b64":true,"crit":["b64"]}"#,
+                JwtError::UnsupportedCrit,
+            ),
+            (r#"{"alg":"none","kid":"k"}"#, JwtError::AlgNone),
+            (
+                r#"{"alg":"HS256","typ":7}"#,
+                JwtError::Malformed("header is not a valid JWS header"),
             ),
             (r#"{"typ":"JWT"}"#, JwtError::Malformed("header has no alg")),
         ] {
