@@ -7,6 +7,9 @@ bindir=$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
 createdb auth_bench
 export PGDATABASE=auth_bench
 psql -X -q -v ON_ERROR_STOP=1 -f bench/bench.sql
+# BENCH_SQL_ONLY=1: the figures of bench/bench.sql alone (policies, tokens, algorithms,
+# sessions, sign-in), without the load tests.
+[ -z "${BENCH_SQL_ONLY:-}" ] || exit 0
 psql -X -q -v ON_ERROR_STOP=1 -f bench/pgbench/setup.sql >/dev/null
 echo "== 5. Concurrent throughput (pgbench -M prepared, ${BENCH_SECONDS}s per run)"
 printf '%-10s %8s %10s %14s\n' workload clients tps latency_ms

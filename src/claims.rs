@@ -40,11 +40,14 @@ pub(crate) fn setting(name: &CStr) -> Option<&'static [u8]> {
 
 /// What the helpers need from one value of `request.jwt.claims`, extracted once.
 #[derive(Default)]
-struct Parsed {
-    object: Option<Map<String, Value>>,
-    sub: Option<String>,
-    role: Option<String>,
-    email: Option<String>,
+pub(crate) struct Parsed {
+    pub(crate) object: Option<Map<String, Value>>,
+    pub(crate) sub: Option<String>,
+    /// `sub` read as a uuid, once per value of the setting (it is read at every row of a
+    /// policy that calls auth.uid() directly).
+    pub(crate) sub_uuid: Option<pgrx::Uuid>,
+    pub(crate) role: Option<String>,
+    pub(crate) email: Option<String>,
     session_id: Option<pgrx::Uuid>,
     iss: Option<String>,
 }
@@ -67,13 +70,15 @@ fn as_text(v: &Value) -> Option<String> {
     }
 }
 
-fn parse(raw: &[u8]) -> Parsed {
+pub(crate) fn parse(raw: &[u8]) -> Parsed {
     let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(raw) else {
         return Parsed::default();
     };
     let text = |k: &str| object.get(k).and_then(as_text);
+    let sub = text("sub");
     Parsed {
-        sub: text("sub"),
+        sub_uuid: sub.as_deref().and_then(parse_uuid),
+        sub,
         role: text("role"),
         email: text("email"),
         session_id: text("session_id").as_deref().and_then(parse_uuid),
@@ -233,33 +238,37 @@ pub fn third_party_issuer() -> Option<String> {
     third_party(iss.as_deref()).map(str::to_owned)
 }
 
-/// A uuid in any form Postgres' uuid input accepts: 32 hex digits, optionally in braces,
-/// with a hyphen allowed after any group of four digits.
+/// A uuid by Postgres' own input rules (`uuid_in`), which are the contract of `auth.uid()`:
+/// Supabase's SQL casts `sub` with `::uuid`. The common shapes (36 characters hyphenated,
+/// 32 digits, 38 braced), which Postgres reads the same way, are read by the `uuid` crate
+/// without a call into Postgres; any other text goes to `uuid_in` itself, whose refusal is
+/// caught and means "not a uuid" (it allocates nothing and holds no resource, so no
+/// subtransaction is needed to recover from it).
 pub fn parse_uuid(s: &str) -> Option<pgrx::Uuid> {
-    let s = s
-        .strip_prefix('{')
-        .and_then(|r| r.strip_suffix('}'))
-        .unwrap_or(s);
-    let mut out = [0u8; 16];
-    let mut n = 0usize;
-    let mut after_hyphen = false;
-    for c in s.chars() {
-        if c == '-' {
-            if n == 0 || !n.is_multiple_of(4) || after_hyphen || n == 32 {
-                return None;
-            }
-            after_hyphen = true;
-            continue;
+    if matches!(s.len(), 32 | 36 | 38) {
+        if let Ok(u) = uuid::Uuid::try_parse(s) {
+            return Some(pgrx::Uuid::from_bytes(u.into_bytes()));
         }
-        after_hyphen = false;
-        let d = c.to_digit(16)? as u8;
-        if n >= 32 {
-            return None;
-        }
-        out[n / 2] |= if n.is_multiple_of(2) { d << 4 } else { d };
-        n += 1;
     }
-    (n == 32).then(|| pgrx::Uuid::from_bytes(out))
+    // Postgres reads at most 32 digits, 7 hyphens and 2 braces: longer text is refused
+    // without asking (uuid_in would refuse it too).
+    if s.len() > 41 {
+        return None;
+    }
+    let text = std::ffi::CString::new(s).ok()?;
+    PgTryBuilder::new(|| unsafe {
+        // SAFETY: uuid_in takes a cstring and returns a palloc'd uuid or raises.
+        pgrx::direct_function_call::<pgrx::Uuid>(pg_sys::uuid_in, &[text.as_c_str().into_datum()])
+    })
+    .catch_others(|_| None)
+    .execute()
+}
+
+/// A uuid as text, the way Postgres' uuid_out writes it (lower-case, hyphenated).
+pub fn uuid_text(u: &pgrx::Uuid) -> String {
+    uuid::Uuid::from_bytes(*u.as_bytes())
+        .hyphenated()
+        .to_string()
 }
 
 /// auth.uid(): the `sub` claim as a uuid; NULL when absent, empty or not a uuid, when the
@@ -271,8 +280,15 @@ fn uid() -> Option<pgrx::Uuid> {
         let iss = legacy(c"request.jwt.claim.iss");
         return local_user(&sub?, iss.as_deref());
     }
-    let (sub, iss) = json_claims(|p| (p.sub.clone(), p.iss.clone()))?;
-    local_user(&sub?, iss.as_deref())
+    // Without an iss (our own tokens, the common case) the cached uuid is the answer; with
+    // one, whose subject it is decides.
+    match json_claims(|p| match &p.iss {
+        None => Err(p.sub_uuid),
+        Some(iss) => Ok((p.sub.clone(), iss.clone())),
+    })? {
+        Err(uuid) => uuid,
+        Ok((sub, iss)) => local_user(&sub?, Some(&iss)),
+    }
 }
 
 /// auth.role(): the `role` claim.
@@ -308,54 +324,4 @@ fn jwt() -> Option<pgrx::JsonB> {
 #[pg_extern(stable, parallel_safe)]
 fn _third_party_issuer() -> Option<String> {
     third_party_issuer()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uuid_forms() {
-        let want = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-        for s in [
-            want,
-            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
-            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
-            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
-            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
-        ] {
-            let u = parse_uuid(s).unwrap_or_else(|| panic!("{s}"));
-            assert_eq!(u.to_string(), want, "{s}");
-        }
-        for s in [
-            "",
-            "not-a-uuid",
-            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
-            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
-            "-a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11-",
-            "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11",
-            "a0eebc9-99c0b-4ef8-bb6d-6bb9bd380a11",
-            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-            "a0eebc99 9c0b 4ef8 bb6d 6bb9bd380a11",
-        ] {
-            assert!(parse_uuid(s).is_none(), "{s}");
-        }
-    }
-
-    #[test]
-    fn parse_extracts_like_arrow_text() {
-        let p = parse(br#"{"sub":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","role":"authenticated","email":"a@x.io"}"#);
-        assert!(p.sub.is_some());
-        assert_eq!(p.role.as_deref(), Some("authenticated"));
-        assert_eq!(p.email.as_deref(), Some("a@x.io"));
-        let p = parse(br#"{"sub":"nope","role":5,"email":null}"#);
-        assert_eq!(p.sub.as_deref(), Some("nope"));
-        assert_eq!(p.role.as_deref(), Some("5"));
-        assert!(p.email.is_none());
-        for bad in [&b"not json"[..], b"[1,2]", b"\"str\"", b"{", b"{\"sub\":"] {
-            let p = parse(bad);
-            assert!(p.object.is_none() && p.sub.is_none() && p.role.is_none());
-        }
-    }
 }

@@ -3,9 +3,10 @@
 //! JWKs (RFC 7517/7518/8037) for `auth.jwks()` and for trusted issuers' key sets.
 //! Pure Rust, unit-tested with plain `#[test]`.
 
-use crate::jwt::{b64, unb64, Alg, Key, Material, RsaSha256};
+use crate::jwt::{b64, unb64, Alg, Key, Material};
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
-use rsa::pkcs1::DecodeRsaPrivateKey as _;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
@@ -43,42 +44,88 @@ fn check_rsa_bits(key: &impl PublicKeyParts) -> Res<()> {
     }
 }
 
+fn rsa_public_parts(public: &RsaPublicKey) -> (DecodingKey, Map<String, Value>) {
+    let (n, e) = (public.n().to_bytes_be(), public.e().to_bytes_be());
+    let mut jwk = Map::new();
+    jwk.insert("kty".into(), "RSA".into());
+    jwk.insert("n".into(), b64(&n).into());
+    jwk.insert("e".into(), b64(&e).into());
+    (DecodingKey::from_rsa_raw_components(&n, &e), jwk)
+}
+
 fn rsa_material(private: RsaPrivateKey) -> Res<Material> {
     check_rsa_bits(&private)?;
     private
         .validate()
         .map_err(|_| "the RSA private key is inconsistent".to_string())?;
-    let public = rsa::pkcs1v15::VerifyingKey::<RsaSha256>::new(private.to_public_key());
-    Ok(Material::Rs256 {
-        private: Some(Box::new(rsa::pkcs1v15::SigningKey::<RsaSha256>::new(
-            private,
-        ))),
-        public: Box::new(public),
-    })
+    let der = private
+        .to_pkcs1_der()
+        .map_err(|e| format!("cannot encode the key: {e}"))?;
+    let (decoding, jwk) = rsa_public_parts(&private.to_public_key());
+    Material::new(
+        Alg::RS256,
+        Some(&EncodingKey::from_rsa_der(der.as_bytes())),
+        &decoding,
+        Some(jwk),
+    )
 }
 
 fn rsa_public(public: RsaPublicKey) -> Res<Material> {
     check_rsa_bits(&public)?;
-    Ok(Material::Rs256 {
-        private: None,
-        public: Box::new(rsa::pkcs1v15::VerifyingKey::<RsaSha256>::new(public)),
-    })
+    let (decoding, _) = rsa_public_parts(&public);
+    Material::new(Alg::RS256, None, &decoding, None)
 }
 
-fn es256_material(private: p256::ecdsa::SigningKey) -> Material {
-    let public = Box::new(*private.verifying_key());
-    Material::Es256 {
-        private: Some(Box::new(private)),
-        public,
-    }
+fn es256_public_parts(
+    public: &p256::ecdsa::VerifyingKey,
+) -> Res<(DecodingKey, Map<String, Value>)> {
+    let point = public.to_sec1_bytes();
+    // Uncompressed SEC1: 0x04 || x || y.
+    let (x, y) = point
+        .get(1..)
+        .filter(|xy| xy.len() == 64)
+        .ok_or("the P-256 point is not uncompressed")?
+        .split_at(32);
+    let mut jwk = Map::new();
+    jwk.insert("kty".into(), "EC".into());
+    jwk.insert("crv".into(), "P-256".into());
+    jwk.insert("x".into(), b64(x).into());
+    jwk.insert("y".into(), b64(y).into());
+    Ok((DecodingKey::from_ec_der(&point), jwk))
 }
 
-fn eddsa_material(private: ed25519_dalek::SigningKey) -> Material {
-    let public = Box::new(private.verifying_key());
-    Material::EdDSA {
-        private: Some(Box::new(private)),
-        public,
-    }
+fn es256_material(private: p256::ecdsa::SigningKey) -> Res<Material> {
+    let der = private
+        .to_pkcs8_der()
+        .map_err(|e| format!("cannot encode the key: {e}"))?;
+    let (decoding, jwk) = es256_public_parts(private.verifying_key())?;
+    Material::new(
+        Alg::ES256,
+        Some(&EncodingKey::from_ec_der(der.as_bytes())),
+        &decoding,
+        Some(jwk),
+    )
+}
+
+fn eddsa_public_parts(public: &ed25519_dalek::VerifyingKey) -> (DecodingKey, Map<String, Value>) {
+    let mut jwk = Map::new();
+    jwk.insert("kty".into(), "OKP".into());
+    jwk.insert("crv".into(), "Ed25519".into());
+    jwk.insert("x".into(), b64(public.as_bytes()).into());
+    (DecodingKey::from_ed_der(public.as_bytes()), jwk)
+}
+
+fn eddsa_material(private: ed25519_dalek::SigningKey) -> Res<Material> {
+    let der = private
+        .to_pkcs8_der()
+        .map_err(|e| format!("cannot encode the key: {e}"))?;
+    let (decoding, jwk) = eddsa_public_parts(&private.verifying_key());
+    Material::new(
+        Alg::EdDSA,
+        Some(&EncodingKey::from_ed_der(der.as_bytes())),
+        &decoding,
+        Some(jwk),
+    )
 }
 
 /// A new private key of `alg`, as (stored form, material). HS256: 256 random bits as a
@@ -87,7 +134,7 @@ pub fn generate(alg: Alg) -> Res<(String, Material)> {
     match alg {
         Alg::HS256 => {
             let secret = b64(&random_bytes::<32>()?);
-            let m = Material::Hmac(secret.as_bytes().to_vec());
+            let m = Material::hmac(secret.as_bytes())?;
             Ok((secret, m))
         }
         Alg::ES256 => {
@@ -97,7 +144,7 @@ pub fn generate(alg: Alg) -> Res<(String, Material)> {
                 let bytes = random_bytes::<32>()?;
                 if let Ok(k) = p256::ecdsa::SigningKey::from_slice(&bytes) {
                     let stored = pem(k.to_pkcs8_pem(Default::default()))?;
-                    return Ok((stored, es256_material(k)));
+                    return Ok((stored, es256_material(k)?));
                 }
             }
             Err("could not draw a P-256 scalar".into())
@@ -105,7 +152,7 @@ pub fn generate(alg: Alg) -> Res<(String, Material)> {
         Alg::EdDSA => {
             let k = ed25519_dalek::SigningKey::from_bytes(&random_bytes::<32>()?);
             let stored = pem(k.to_pkcs8_pem(Default::default()))?;
-            Ok((stored, eddsa_material(k)))
+            Ok((stored, eddsa_material(k)?))
         }
         Alg::RS256 => {
             let k = RsaPrivateKey::new(&mut rand_core::OsRng, RSA_MIN_BITS)
@@ -120,13 +167,13 @@ pub fn generate(alg: Alg) -> Res<(String, Material)> {
 pub fn load(alg: Alg, stored: &str) -> Res<Material> {
     let bad = || format!("stored {} key cannot be read", alg.name());
     match alg {
-        Alg::HS256 => Ok(Material::Hmac(stored.as_bytes().to_vec())),
-        Alg::ES256 => Ok(es256_material(
-            p256::ecdsa::SigningKey::from_pkcs8_pem(stored).map_err(|_| bad())?,
-        )),
-        Alg::EdDSA => Ok(eddsa_material(
-            ed25519_dalek::SigningKey::from_pkcs8_pem(stored).map_err(|_| bad())?,
-        )),
+        Alg::HS256 => Material::hmac(stored.as_bytes()).map_err(|_| bad()),
+        Alg::ES256 => {
+            es256_material(p256::ecdsa::SigningKey::from_pkcs8_pem(stored).map_err(|_| bad())?)
+        }
+        Alg::EdDSA => {
+            eddsa_material(ed25519_dalek::SigningKey::from_pkcs8_pem(stored).map_err(|_| bad())?)
+        }
         Alg::RS256 => rsa_material(RsaPrivateKey::from_pkcs8_pem(stored).map_err(|_| bad())?),
     }
 }
@@ -149,7 +196,7 @@ pub fn import(text: &str, hint: Option<Alg>) -> Res<(Alg, String, Material)> {
         (
             Alg::HS256,
             text.to_string(),
-            Material::Hmac(text.as_bytes().to_vec()),
+            Material::hmac(text.as_bytes())?,
         )
     } else {
         return Err("the key must be a PEM private key or a private JWK".into());
@@ -179,7 +226,7 @@ fn import_pem(text: &str, hint: Option<Alg>) -> Res<(Alg, String, Material)> {
         })?;
         let k = p256::ecdsa::SigningKey::from(k);
         let stored = pem(k.to_pkcs8_pem(Default::default()))?;
-        return Ok((Alg::ES256, stored, es256_material(k)));
+        return Ok((Alg::ES256, stored, es256_material(k)?));
     }
     if !text.contains("-----BEGIN PRIVATE KEY-----") {
         return Err(
@@ -205,13 +252,13 @@ fn import_pem(text: &str, hint: Option<Alg>) -> Res<(Alg, String, Material)> {
         }
         if let Ok(m) = load(alg, text) {
             // Re-encode so the stored form is canonical whatever the input's line breaks.
-            let stored = match &m {
-                Material::Es256 {
-                    private: Some(k), ..
-                } => pem(k.to_pkcs8_pem(Default::default()))?,
-                Material::EdDSA {
-                    private: Some(k), ..
-                } => pem(k.to_pkcs8_pem(Default::default()))?,
+            let stored = match alg {
+                Alg::ES256 => pem(p256::ecdsa::SigningKey::from_pkcs8_pem(text)
+                    .map_err(|e| e.to_string())?
+                    .to_pkcs8_pem(Default::default()))?,
+                Alg::EdDSA => pem(ed25519_dalek::SigningKey::from_pkcs8_pem(text)
+                    .map_err(|e| e.to_string())?
+                    .to_pkcs8_pem(Default::default()))?,
                 _ => text.to_string(),
             };
             return Ok((alg, stored, m));
@@ -289,7 +336,7 @@ fn import_jwk(text: &str, hint: Option<Alg>) -> Res<(Alg, String, Material)> {
                     "an HS256 secret must be at least {HS256_MIN_LEN} bytes"
                 ));
             }
-            let m = Material::Hmac(secret.as_bytes().to_vec());
+            let m = Material::hmac(secret.as_bytes())?;
             Ok((alg, secret, m))
         }
         Alg::ES256 => {
@@ -304,7 +351,7 @@ fn import_jwk(text: &str, hint: Option<Alg>) -> Res<(Alg, String, Material)> {
                 }
             }
             let stored = pem(k.to_pkcs8_pem(Default::default()))?;
-            Ok((alg, stored, es256_material(k)))
+            Ok((alg, stored, es256_material(k)?))
         }
         Alg::EdDSA => {
             let d = fixed::<32>(field_bytes(&jwk, "d")?, "d")?;
@@ -313,7 +360,7 @@ fn import_jwk(text: &str, hint: Option<Alg>) -> Res<(Alg, String, Material)> {
                 return Err("the JWK's x does not belong to its d".into());
             }
             let stored = pem(k.to_pkcs8_pem(Default::default()))?;
-            Ok((alg, stored, eddsa_material(k)))
+            Ok((alg, stored, eddsa_material(k)?))
         }
         Alg::RS256 => {
             let int = |name: &str| field_bytes(&jwk, name).map(|b| BigUint::from_bytes_be(&b));
@@ -359,10 +406,10 @@ pub fn from_public_jwk(jwk: &Map<String, Value>) -> Res<Key> {
         Alg::HS256 => {
             return Err("symmetric (oct) keys cannot be trusted from a key set".into());
         }
-        Alg::ES256 => Material::Es256 {
-            private: None,
-            public: Box::new(es256_public(jwk)?),
-        },
+        Alg::ES256 => {
+            let (decoding, _) = es256_public_parts(&es256_public(jwk)?)?;
+            Material::new(alg, None, &decoding, None)?
+        }
         Alg::EdDSA => {
             let x = fixed::<32>(field_bytes(jwk, "x")?, "x")?;
             let public = ed25519_dalek::VerifyingKey::from_bytes(&x)
@@ -370,10 +417,8 @@ pub fn from_public_jwk(jwk: &Map<String, Value>) -> Res<Key> {
             if public.is_weak() {
                 return Err("the JWK's x is a weak Ed25519 key".into());
             }
-            Material::EdDSA {
-                private: None,
-                public: Box::new(public),
-            }
+            let (decoding, _) = eddsa_public_parts(&public);
+            Material::new(alg, None, &decoding, None)?
         }
         Alg::RS256 => {
             let n = BigUint::from_bytes_be(&field_bytes(jwk, "n")?);
@@ -390,30 +435,7 @@ pub fn from_public_jwk(jwk: &Map<String, Value>) -> Res<Key> {
 /// The public JWK of a key (`kty`, curve or modulus, `kid`, `alg`, `use`), or None for a
 /// symmetric or revoked key, which has nothing to publish.
 pub fn public_jwk(key: &Key) -> Option<Map<String, Value>> {
-    let mut jwk = Map::new();
-    match &key.material {
-        Material::Hmac(_) | Material::Revoked => return None,
-        Material::Es256 { public, .. } => {
-            let point = public.to_sec1_bytes();
-            // Uncompressed SEC1: 0x04 || x || y.
-            let (x, y) = point.get(1..)?.split_at(32);
-            jwk.insert("kty".into(), "EC".into());
-            jwk.insert("crv".into(), "P-256".into());
-            jwk.insert("x".into(), b64(x).into());
-            jwk.insert("y".into(), b64(y).into());
-        }
-        Material::EdDSA { public, .. } => {
-            jwk.insert("kty".into(), "OKP".into());
-            jwk.insert("crv".into(), "Ed25519".into());
-            jwk.insert("x".into(), b64(public.as_bytes()).into());
-        }
-        Material::Rs256 { public, .. } => {
-            let public: &RsaPublicKey = public.as_ref().as_ref();
-            jwk.insert("kty".into(), "RSA".into());
-            jwk.insert("n".into(), b64(&public.n().to_bytes_be()).into());
-            jwk.insert("e".into(), b64(&public.e().to_bytes_be()).into());
-        }
-    }
+    let mut jwk = key.public_jwk()?.clone();
     if let Some(kid) = &key.kid {
         jwk.insert("kid".into(), kid.as_str().into());
     }
@@ -671,6 +693,27 @@ mod tests {
                 .0
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn a_key_embedded_in_the_header_is_never_used() {
+        // The attacker signs with a key of their own and puts its public JWK (and a jku)
+        // in the header, naming our kid: the token is checked with our key only.
+        let (_, ours) = key_of(Alg::ES256, "ours");
+        let (_, theirs) = key_of(Alg::ES256, "ours");
+        let header = json!({"alg": "ES256", "kid": "ours", "jwk": public_jwk(&theirs).unwrap(),
+                            "jku": "https://attacker.example/jwks.json"});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(Value::Object(claims()).to_string().as_bytes())
+        );
+        let sig = b64(&theirs.sign_input(input.as_bytes()).unwrap());
+        let token = format!("{input}.{sig}");
+        assert_eq!(
+            verify(&token, &[ours], 0, &VerifyPolicy::default()),
+            Err(JwtError::BadSignature)
         );
     }
 

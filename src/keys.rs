@@ -42,19 +42,18 @@ struct Cache {
 /// when a new one would pass the bound the memory starts over.
 #[derive(Default)]
 struct Memo {
-    entries: HashMap<String, Map<String, Value>>,
+    entries: HashMap<String, String>,
     bytes: usize,
 }
 
 impl Memo {
     /// A generous estimate of an entry's heap use: its text, its claims at four times
     /// their JSON length (map nodes, string headers, numbers), and a fixed overhead.
-    fn cost(token: &str, claims: &Map<String, Value>) -> usize {
-        let json = serde_json::to_string(claims).map_or(0, |s| s.len());
-        256 + 2 * token.len() + 4 * json
+    fn cost(token: &str, claims: &str) -> usize {
+        256 + 2 * token.len() + 4 * claims.len()
     }
 
-    fn insert(&mut self, token: &str, claims: &Map<String, Value>) {
+    fn insert(&mut self, token: &str, claims: &str) {
         let bound = cache_bound_bytes();
         let cost = Self::cost(token, claims);
         if cost > bound / 4 {
@@ -66,7 +65,7 @@ impl Memo {
         }
         if self
             .entries
-            .insert(token.to_string(), claims.clone())
+            .insert(token.to_string(), claims.to_string())
             .is_none()
         {
             self.bytes += cost;
@@ -400,34 +399,45 @@ pub fn public_jwks() -> AuthResult<Value> {
 
 /// Verify `token`: a token whose `iss` names a trusted issuer is checked with that issuer's
 /// keys, audiences and role map only; every other token with our own keys and `own`
-/// policy. Asymmetric signatures are checked once per backend and token.
-pub fn verify(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<Map<String, Value>> {
+/// policy. Asymmetric signatures are checked once per backend and token. Returns the
+/// claims as JSON text: for our own tokens the payload as it was signed, never rebuilt.
+pub fn verify_text(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<String> {
     let bad = |e: JwtError| AuthError::BadJwt(e.to_string());
     with_cache(|c| {
-        let cached = c.verified.borrow().entries.get(token).cloned();
-        let (claims, issuer) = match cached {
-            Some(claims) => {
-                let issuer = issuer_of(c, &claims);
-                (claims, issuer)
+        // Only asymmetric tokens are remembered; while none is (an HS256-only setup), the
+        // token is not even hashed for the lookup.
+        let cached = {
+            let memo = c.verified.borrow();
+            if memo.entries.is_empty() {
+                None
+            } else {
+                memo.entries.get(token).cloned()
+            }
+        };
+        let (text, registered) = match cached {
+            Some(text) => {
+                let registered = jwt::read_payload(text.clone().into_bytes()).map_err(bad)?.1;
+                (text, registered)
             }
             None => {
                 let parsed = jwt::parse(token).map_err(bad)?;
-                let claims = parsed.claims().map_err(bad)?;
-                let issuer = issuer_of(c, &claims);
+                let (text, registered) =
+                    jwt::read_payload(parsed.payload_json().map_err(bad)?).map_err(bad)?;
+                let issuer = issuer_of(c, registered.iss());
                 let keys = issuer.map_or(c.verify.as_slice(), |i| i.keys.as_slice());
                 parsed
                     .verify_signature(keys)
-                    .map_err(|e| key_error(&claims, issuer.is_some(), e))?;
+                    .map_err(|e| key_error(registered.iss(), issuer.is_some(), e))?;
                 if !parsed.alg.is_symmetric() {
-                    c.verified.borrow_mut().insert(token, &claims);
+                    c.verified.borrow_mut().insert(token, &text);
                 }
-                (claims, issuer)
+                (text, registered)
             }
         };
-        match issuer {
+        match issuer_of(c, registered.iss()) {
             None => {
-                jwt::check_claims(&claims, now, own).map_err(bad)?;
-                Ok(claims)
+                jwt::check_claims(&registered, now, own).map_err(bad)?;
+                Ok(text)
             }
             Some(issuer) => {
                 let policy = VerifyPolicy {
@@ -436,11 +446,17 @@ pub fn verify(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<Map<Strin
                     issuer: None,
                     require_exp: true,
                 };
-                jwt::check_claims(&claims, now, &policy).map_err(bad)?;
-                map_role(issuer, claims)
+                jwt::check_claims(&registered, now, &policy).map_err(bad)?;
+                let claims = map_role(issuer, jwt::object(&text).map_err(bad)?)?;
+                Ok(Value::Object(claims).to_string())
             }
         }
     })
+}
+
+/// [`verify_text`], the claims as a map.
+pub fn verify(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<Map<String, Value>> {
+    jwt::object(&verify_text(token, now, own)?).map_err(|e| AuthError::BadJwt(e.to_string()))
 }
 
 /// Is `iss` a registered trusted issuer (and not this database's own issuer)?
@@ -452,8 +468,8 @@ pub fn is_trusted_issuer(iss: Option<&str>) -> AuthResult<bool> {
 /// A token that names no key we have: say whose key set was searched. For a trusted
 /// issuer's token, that issuer's; for any other, ours, and when its `iss` is someone
 /// else's, that this issuer is not trusted (rather than only that its kid is unknown).
-fn key_error(claims: &Map<String, Value>, trusted: bool, e: JwtError) -> AuthError {
-    match (&e, claims.get("iss").and_then(Value::as_str)) {
+fn key_error(iss: Option<&str>, trusted: bool, e: JwtError) -> AuthError {
+    match (&e, iss) {
         (JwtError::UnknownKid(_) | JwtError::NoKey(_), Some(iss)) if trusted => {
             AuthError::BadJwt(format!("{e} in the key set of issuer \"{iss}\""))
         }
@@ -471,8 +487,8 @@ fn key_error(claims: &Map<String, Value>, trusted: bool, e: JwtError) -> AuthErr
 
 /// The trusted issuer a token names, if any. A token that names this database's own
 /// issuer is always ours, whatever has been registered.
-fn issuer_of<'c>(c: &'c Cache, claims: &Map<String, Value>) -> Option<&'c Issuer> {
-    let iss = claims.get("iss").and_then(Value::as_str)?;
+fn issuer_of<'c>(c: &'c Cache, iss: Option<&str>) -> Option<&'c Issuer> {
+    let iss = iss?;
     if crate::config::jwt_issuer().as_deref() == Some(iss) {
         return None;
     }

@@ -231,4 +231,67 @@ mod tests {
         assert_eq!(try_verify(&token), "ok");
         assert_eq!(crate::keys::verified_memory().unwrap().0, before);
     }
+
+    #[pg_test]
+    fn uuid_forms_follow_uuid_in() {
+        let want = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        for s in [
+            want,
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+            "{a0eebc999c0b4ef8bb6d6bb9bd380a11}",
+            "a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11",
+        ] {
+            let u = crate::claims::parse_uuid(s).unwrap_or_else(|| panic!("{s}"));
+            assert_eq!(crate::claims::uuid_text(&u), want, "{s}");
+        }
+        for s in [
+            "",
+            "not-a-uuid",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
+            "-a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11-",
+            "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc9-99c0b-4ef8-bb6d-6bb9bd380a11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99 9c0b 4ef8 bb6d 6bb9bd380a11",
+            "urn:uuid:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "{a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\u{0}",
+        ] {
+            assert!(crate::claims::parse_uuid(s).is_none(), "{s}");
+        }
+        // The uuid crate writes what uuid_out writes.
+        let u = crate::claims::parse_uuid(want).unwrap();
+        assert_eq!(crate::claims::uuid_text(&u), want);
+        let pg = Spi::get_one_with_args::<String>("select $1::uuid::text", &[want.into()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(crate::claims::uuid_text(&u), pg);
+    }
+
+    #[pg_test]
+    fn claims_parse_extracts_like_arrow_text() {
+        let p = crate::claims::parse(br#"{"sub":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","role":"authenticated","email":"a@x.io"}"#);
+        assert!(p.sub.is_some());
+        assert_eq!(
+            p.sub_uuid.map(|u| crate::claims::uuid_text(&u)).as_deref(),
+            p.sub.as_deref()
+        );
+        assert_eq!(p.role.as_deref(), Some("authenticated"));
+        assert_eq!(p.email.as_deref(), Some("a@x.io"));
+        let p = crate::claims::parse(br#"{"sub":"nope","role":5,"email":null}"#);
+        assert_eq!(p.sub.as_deref(), Some("nope"));
+        assert!(p.sub_uuid.is_none());
+        assert_eq!(p.role.as_deref(), Some("5"));
+        assert!(p.email.is_none());
+        for bad in [&b"not json"[..], b"[1,2]", b"\"str\"", b"{", b"{\"sub\":"] {
+            let p = crate::claims::parse(bad);
+            assert!(p.object.is_none() && p.sub.is_none() && p.role.is_none());
+        }
+    }
 }

@@ -94,7 +94,8 @@ pub fn audit(action: &str, user: &Value, req: &RequestInfo, traits: Value) -> Au
 /// SQL: audit an action of the user `actor_id` (used by auth.sign_out).
 #[pg_extern(volatile)]
 fn _audit(action: &str, actor_id: pgrx::Uuid, traits: pgrx::JsonB) {
-    let user = user_json(actor_id).unwrap_or_else(|_| json!({"id": actor_id.to_string()}));
+    let user =
+        user_json(actor_id).unwrap_or_else(|_| json!({"id": crate::claims::uuid_text(&actor_id)}));
     audit(action, &user, &crate::request::current(), traits.0).or_raise()
 }
 
@@ -215,7 +216,7 @@ pub fn new_refresh_token(
          values ('00000000-0000-0000-0000-000000000000', $1, $2, false, pg_catalog.now(), pg_catalog.now(), $3, $4::pg_catalog.uuid)",
         &[
             token_hash(&token).into(),
-            user_id.to_string().into(),
+            crate::claims::uuid_text(&user_id).into(),
             parent.into(),
             session_id.into(),
         ],

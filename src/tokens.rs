@@ -19,10 +19,40 @@ pub fn verify(token: Option<&str>) -> AuthResult<Map<String, Value>> {
     keys::verify(token, unix_now(), &policy)
 }
 
+/// JSON text returned as `jsonb` by Postgres' own jsonb input, with no serde round trip
+/// (`pgrx::JsonB` would build a serde value, write it out as text, then call jsonb_in).
+pub struct JsonbText(String);
+
+pgrx::impl_sql_translatable!(JsonbText, "jsonb");
+
+// SAFETY: the datum returned is the one jsonb_in made, in the function's memory context.
+unsafe impl pgrx::callconv::BoxRet for JsonbText {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        // Checked JSON has no NUL byte (raw control characters are not JSON).
+        let text = std::ffi::CString::new(self.0)
+            .map_err(|_| AuthError::BadJwt("claims hold a NUL byte".into()))
+            .or_raise();
+        // SAFETY: jsonb_in takes a cstring; it raises on text it cannot read.
+        match unsafe {
+            pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())])
+        } {
+            Some(d) => unsafe { fcinfo.return_raw_datum(d) },
+            None => fcinfo.return_null(),
+        }
+    }
+}
+
 /// auth.verify_jwt(token): the claims of a valid token, or SQLSTATE 28000 `bad_jwt`.
 #[pg_extern(stable, parallel_restricted)]
-fn verify_jwt(token: Option<&str>) -> pgrx::JsonB {
-    pgrx::JsonB(Value::Object(verify(token).or_raise()))
+fn verify_jwt(token: Option<&str>) -> JsonbText {
+    let token = token
+        .ok_or_else(|| AuthError::BadJwt("token is required".into()))
+        .or_raise();
+    let policy = config::verify_policy();
+    JsonbText(keys::verify_text(token, unix_now(), &policy).or_raise())
 }
 
 /// The legacy per-claim settings the helpers read before `request.jwt.claims` (Supabase's
