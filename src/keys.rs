@@ -352,37 +352,36 @@ pub fn signing_key() -> AuthResult<Key> {
 /// HMAC-SHA256 of `digest` (hex) under the one-time-token key, as hex: what
 /// auth.one_time_tokens stores of a code or link token (the SHA-256 of it is `digest`).
 pub fn keyed_hash(digest: &str) -> AuthResult<String> {
-    use hmac::{KeyInit, Mac};
     with_cache(|c| {
         let key = c
             .otp_key
             .as_deref()
             .ok_or_else(|| AuthError::Unexpected("auth.secret_keys has no 'otp' key".into()))?;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes())
-            .map_err(|e| AuthError::Unexpected(format!("otp key: {e}")))?;
-        mac.update(digest.as_bytes());
-        Ok(mac
-            .finalize()
-            .into_bytes()
+        Ok(hmac_sha256(key, digest.as_bytes())?
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect())
     })
 }
 
+/// HMAC-SHA256 of `data` under the text `key` (a secret of auth.secret_keys).
+fn hmac_sha256(key: &str, data: &[u8]) -> AuthResult<[u8; 32]> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes())
+        .map_err(|e| AuthError::Unexpected(format!("secret key: {e}")))?;
+    mac.update(data);
+    Ok(mac.finalize().into_bytes().into())
+}
+
 /// The 256-bit key that encrypts TOTP secrets: derived (HMAC-SHA256) from the 'mfa' secret of
 /// auth.secret_keys, a table apart from the factors.
 pub fn mfa_key() -> AuthResult<[u8; 32]> {
-    use hmac::{KeyInit, Mac};
     with_cache(|c| {
         let key = c
             .mfa_key
             .as_deref()
             .ok_or_else(|| AuthError::Unexpected("auth.secret_keys has no 'mfa' key".into()))?;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes())
-            .map_err(|e| AuthError::Unexpected(format!("mfa key: {e}")))?;
-        mac.update(b"auth_ext totp secrets v1");
-        Ok(mac.finalize().into_bytes().into())
+        hmac_sha256(key, b"auth_ext totp secrets v1")
     })
 }
 

@@ -133,14 +133,18 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
     };
     // Read again in a statement of its own, with a snapshot taken after the lock: a change
     // of the session's level (MFA) deletes its tokens while holding the lock, and a refresh
-    // that waited for it must not mint a child of a token that is gone.
-    let still_there = db::read_one::<bool>(
-        "select pg_catalog.count(*) operator(pg_catalog.>) 0 from auth.refresh_tokens t where t.token operator(pg_catalog.=) $1",
-        &[hash.as_str().into()],
+    // that waited for it must not mint a child of a token that is gone. The session's level
+    // comes with it, for the new access token.
+    let (still_there, aal) = db::read_two::<bool, String>(
+        "select exists (select from auth.refresh_tokens t where t.token operator(pg_catalog.=) $1), \
+                coalesce(s.aal, 'aal1')::pg_catalog.text \
+           from auth.sessions s where s.id operator(pg_catalog.=) $2::pg_catalog.uuid",
+        &[hash.as_str().into(), session_id.as_str().into()],
     )?;
     if still_there != Some(true) {
         return Err(AuthError::RefreshTokenNotFound);
     }
+    let aal = aal.unwrap_or_else(|| "aal1".into());
     if !sessions::session_is_live(locked_id)? {
         return Err(AuthError::SessionExpired);
     }
@@ -168,7 +172,7 @@ fn refresh_impl(token: Option<&str>) -> AuthResult<Value> {
         ],
     )?;
     let amr = sessions::amr_of(&session_id)?;
-    let session = sessions::issue(user_id, &session_id, amr, new_token)?;
+    let session = sessions::issue(user_id, &session_id, &aal, amr, new_token)?;
     sessions::audit(
         "token_refreshed",
         &session["user"],

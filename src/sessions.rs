@@ -200,7 +200,7 @@ pub fn start(user_id: pgrx::Uuid, method: &str, req: &RequestInfo) -> AuthResult
     };
     // The same value auth.mfa_amr_claims now holds, which every refresh reads back.
     let amr = json!([{ "method": method, "timestamp": amr_time }]);
-    issue(user_id, &session_id, amr, refresh_token)
+    issue(user_id, &session_id, "aal1", amr, refresh_token)
 }
 
 /// A new refresh token for the session: 192 random bits, of which only the SHA-256 is
@@ -248,24 +248,26 @@ pub fn reissue(user_id: pgrx::Uuid, session_id: &str) -> AuthResult<Value> {
         &[session_id.into()],
     )?;
     let token = new_refresh_token(user_id, session_id, None)?;
-    let amr = amr_of(session_id)?;
-    issue(user_id, session_id, amr, token)
-}
-
-/// Sign an access token for the session and return GoTrue's session object.
-pub fn issue(
-    user_id: pgrx::Uuid,
-    session_id: &str,
-    amr: Value,
-    refresh_token: String,
-) -> AuthResult<Value> {
-    let user = user_json(user_id)?;
-    // The session's assurance level (aal2 after a second factor), as every refresh keeps it.
     let aal = db::read_one::<String>(
         "select coalesce(s.aal, 'aal1')::pg_catalog.text from auth.sessions s where s.id = $1::pg_catalog.uuid",
         &[session_id.into()],
     )?
     .unwrap_or_else(|| "aal1".into());
+    let amr = amr_of(session_id)?;
+    issue(user_id, session_id, &aal, amr, token)
+}
+
+/// Sign an access token for the session and return GoTrue's session object.
+/// `aal` is the session's assurance level (aal2 after a second factor), which the caller
+/// has read with the session (a new session is aal1).
+pub fn issue(
+    user_id: pgrx::Uuid,
+    session_id: &str,
+    aal: &str,
+    amr: Value,
+    refresh_token: String,
+) -> AuthResult<Value> {
+    let user = user_json(user_id)?;
     let now = unix_now();
     let lifetime = i64::from(config::JWT_EXP.get());
     let method = amr
@@ -279,7 +281,7 @@ pub fn issue(
         access_claims(
             &user,
             session_id,
-            &aal,
+            aal,
             amr,
             config::jwt_issuer(),
             now,
