@@ -59,7 +59,7 @@ def fingerprint(db):
     return sorted(line.split(" ", 3)[-1] if line.startswith("comment ") else line for line in text.split("\n"))
 
 
-@pytest.mark.parametrize("old", ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0"])
+@pytest.mark.parametrize("old", ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0"])
 def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_install(old):
     fresh(OLD, old)
     with admin(OLD) as c:
@@ -78,7 +78,7 @@ def test_update_from_a_previous_version_keeps_everything_and_matches_a_fresh_ins
                                 "order by id desc limit 1").fetchone()["t"]
     with admin(OLD) as c:
         c.execute("alter extension auth_ext update")
-        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.7.0"
+        assert c.execute("select extversion from pg_extension where extname = 'auth_ext'").fetchone()["extversion"] == "0.8.0"
     if pending:
         with admin(OLD) as c:
             row = c.execute("select o.code_hash <> encode(sha256(convert_to(o.id::text || ':' || %s, 'UTF8')), 'hex') as keyed "
