@@ -415,6 +415,7 @@ declare
   data jsonb;
   uid uuid;
   created boolean := false;
+  r record;
   u auth.users;
   session jsonb;
 begin
@@ -450,35 +451,9 @@ begin
   data := claims - array['aud', 'exp', 'iat', 'nbf', 'nonce', 'at_hash', 'c_hash', 'auth_time', 'azp', 'jti'];
   -- Stored as identity data and, for a new user, as user metadata: the same rules.
   perform auth._check_data(data, 'the ID token''s claims');
-  select i.user_id into uid from auth.identities i where i.provider = pname and i.provider_id = sub;
-  if uid is not null then
-    update auth.identities i set identity_data = data, last_sign_in_at = pg_catalog.now(), updated_at = pg_catalog.now()
-     where i.provider = pname and i.provider_id = sub;
-  else
-    if addr is not null then
-      select x.id into uid from auth.users x
-       where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null;
-      if uid is not null and not (verified and (s ->> 'id_token_link_by_email')::boolean) then
-        raise exception 'email_exists: A user with this email address has already been registered'
-          using errcode = '23505',
-                hint = 'Sign in with that account first; linking needs a verified email and auth.id_token_link_by_email.';
-      end if;
-    end if;
-    if uid is null then
-      insert into auth.users (instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
-                              raw_app_meta_data, raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
-      values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated', 'authenticated',
-              addr, '', case when verified then pg_catalog.now() end,
-              pg_catalog.jsonb_build_object('provider', pname, 'providers', pg_catalog.jsonb_build_array(pname)),
-              data, false, pg_catalog.now(), pg_catalog.now(), false)
-      returning id into uid;
-      created := true;
-    else
-      update auth.users x set raw_app_meta_data = auth._add_provider(x.raw_app_meta_data, pname) where x.id = uid;
-    end if;
-    insert into auth.identities (provider_id, user_id, identity_data, provider, last_sign_in_at, created_at, updated_at)
-    values (sub, uid, data, pname, pg_catalog.now(), pg_catalog.now(), pg_catalog.now());
-  end if;
+  r := auth._external_identity(pname, sub, addr, verified, data, null, (s ->> 'id_token_link_by_email')::boolean);
+  uid := r.user_id;
+  created := r.created;
   select * into strict u from auth.users x where x.id = uid for update;
   if u.deleted_at is not null then
     raise exception 'bad_jwt: the user of this identity has been deleted' using errcode = '28000';

@@ -642,6 +642,7 @@ declare
   n_outbox bigint;
   n_flows bigint;
   n_challenges bigint;
+  n_states bigint;
 begin
   if batch_size is null or batch_size < 1 or batch_size > 100000 then
     raise exception 'validation_failed: batch_size must be between 1 and 100000'
@@ -684,6 +685,12 @@ begin
      limit batch_size for update skip locked)
   delete from auth.flow_state d using batch b where d.id = b.id;
   get diagnostics n_flows = row_count;
+  -- Provider flows past their lifetime (10 minutes to come back, 5 more to finish).
+  with batch as materialized (
+    select o.id from auth.oauth_states o where o.created_at < pg_catalog.now() - interval '15 minutes'
+     limit batch_size for update skip locked)
+  delete from auth.oauth_states d using batch b where d.id = b.id;
+  get diagnostics n_states = row_count;
   -- MFA challenges past their lifetime (verified or not: neither can be used again).
   with batch as materialized (
     select c.id from auth.mfa_challenges c
@@ -694,11 +701,11 @@ begin
   get diagnostics n_challenges = row_count;
   return jsonb_build_object('sessions', n_sessions, 'refresh_tokens', n_tokens,
                             'one_time_tokens', n_otps, 'email_outbox', n_outbox, 'flow_state', n_flows,
-                            'mfa_challenges', n_challenges);
+                            'mfa_challenges', n_challenges, 'oauth_states', n_states);
 end
 $$;
 comment on function auth.cleanup(integer) is
-  'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens, outbox messages, PKCE flow states and MFA challenges, in batches.';
+  'Delete ended sessions, refresh tokens revoked longer than auth.revoked_token_retention, expired one-time tokens, outbox messages, PKCE flow states, MFA challenges and provider flows, in batches.';
 
 -- GoTrue's GET /settings, from this database's settings: email sign-in is always on, phone
 -- and SAML never are; of the external providers, those registered for sign-in with an ID
@@ -824,6 +831,13 @@ grant execute on function auth.mfa_generate_recovery_codes(), auth.mfa_verify_re
   to anon, authenticated, service_role;
 grant execute on function auth.admin_mfa_list_factors(uuid), auth.admin_mfa_delete_factor(uuid, uuid)
   to service_role;
+-- Provider sign-in: anyone may start one; linking and unlinking act on the caller's own
+-- user. The callback's two steps trust what the HTTP server read from the provider: the
+-- server's role (granted auth_oauth) alone may call them.
+grant execute on function auth.oauth_authorize(text, text, text, text) to anon, authenticated, service_role;
+grant execute on function auth.link_identity(text, text, text, text), auth.unlink_identity(uuid)
+  to anon, authenticated, service_role;
+grant execute on function auth.oauth_callback(text, text, text), auth.oauth_sign_in(uuid, jsonb) to auth_oauth;
 -- The mailer (connected as, or granted, service_role) reads the outbox and marks or
 -- deletes what it has sent.
 grant select, delete on auth.email_outbox to service_role;

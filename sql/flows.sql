@@ -1085,7 +1085,13 @@ begin
   session := auth._start_session(u.id, f.authentication_method);
   perform auth._audit('login', u.id, pg_catalog.jsonb_build_object(
     'provider_type', f.provider_type, 'method', f.authentication_method, 'grant_type', 'pkce'));
-  return session;
+  -- A provider sign-in's tokens, kept sealed when auth.keep_provider_tokens asked for them
+  -- (sql/oauth.sql), as GoTrue answers them.
+  return session || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+    'provider_token', case when f.provider_access_token is not null
+                           then auth._open_provider_token(f.id, 'access', f.provider_access_token) end,
+    'provider_refresh_token', case when f.provider_refresh_token is not null
+                                   then auth._open_provider_token(f.id, 'refresh', f.provider_refresh_token) end));
 end
 $$;
 comment on function auth.exchange_code_for_session(text, text) is

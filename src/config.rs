@@ -44,6 +44,9 @@ pub static HOOK_SEND_EMAIL: GucSetting<Option<CString>> = GucSetting::<Option<CS
 pub static ANONYMOUS_SIGN_INS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static ANONYMOUS_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static ID_TOKEN_LINK_BY_EMAIL: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static MANUAL_LINKING_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static KEEP_PROVIDER_TOKENS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static OAUTH_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(200);
 pub static HOOK_CUSTOM_ACCESS_TOKEN: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static HOOK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(2000);
@@ -426,6 +429,26 @@ fn register_flows(secs: GucFlags, plain: GucFlags) {
         c"Link an ID-token sign-in to the existing user with the same verified email.",
         c"Off: such a sign-in fails with email_exists instead.",
         &ID_TOKEN_LINK_BY_EMAIL,
+    );
+    boolean(
+        c"auth.manual_linking_enabled",
+        c"Let signed-in users link and unlink provider identities (auth.link_identity).",
+        c"Off, as on Supabase: those calls fail with manual_linking_disabled.",
+        &MANUAL_LINKING_ENABLED,
+    );
+    boolean(
+        c"auth.keep_provider_tokens",
+        c"Keep a provider's tokens, encrypted, until a PKCE sign-in's code is exchanged.",
+        c"Off: the PKCE exchange answers no provider_token (the implicit flow always does).",
+        &KEEP_PROVIDER_TOKENS,
+    );
+    int(
+        c"auth.oauth_rate_limit",
+        c"Provider sign-in flows started per client IP per hour; 0 means no limit.",
+        c"One more fails with over_request_rate_limit.",
+        &OAUTH_RATE_LIMIT,
+        (0, 1_000_000),
+        plain,
     );
     string(
         c"auth.hook_custom_access_token",

@@ -72,6 +72,9 @@ fn _flow_settings(redirect: Option<&str>) -> pgrx::JsonB {
         "anonymous_sign_ins": config::ANONYMOUS_SIGN_INS.get(),
         "anonymous_rate_limit": config::ANONYMOUS_RATE_LIMIT.get(),
         "id_token_link_by_email": config::ID_TOKEN_LINK_BY_EMAIL.get(),
+        "manual_linking": config::MANUAL_LINKING_ENABLED.get(),
+        "keep_provider_tokens": config::KEEP_PROVIDER_TOKENS.get(),
+        "oauth_rate_limit": config::OAUTH_RATE_LIMIT.get(),
     }))
 }
 

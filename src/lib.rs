@@ -17,6 +17,7 @@ mod keys;
 mod lockout;
 mod metadata;
 mod mfa;
+mod oauth;
 mod password;
 mod pkce;
 mod planner;
@@ -33,6 +34,7 @@ extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 extension_sql_file!("../sql/flows.sql", name = "flows");
 extension_sql_file!("../sql/admin.sql", name = "admin");
 extension_sql_file!("../sql/mfa.sql", name = "mfa");
+extension_sql_file!("../sql/oauth.sql", name = "oauth");
 extension_sql_file!("../sql/finalize.sql", finalize);
 
 #[pg_guard]

@@ -46,7 +46,7 @@ fn cipher() -> AuthResult<XChaCha20Poly1305> {
 
 /// The secret as stored: a random nonce and the ciphertext, with the factor's id as
 /// associated data (a secret copied to another factor's row does not decrypt).
-fn seal(factor_id: &str, secret: &[u8]) -> AuthResult<String> {
+pub(crate) fn seal(factor_id: &str, secret: &[u8]) -> AuthResult<String> {
     let mut nonce = [0u8; 24];
     getrandom::fill(&mut nonce)
         .map_err(|e| AuthError::Unexpected(format!("random number generator failed: {e}")))?;
@@ -64,10 +64,10 @@ fn seal(factor_id: &str, secret: &[u8]) -> AuthResult<String> {
     Ok(format!("{STORED}{}", URL_SAFE_NO_PAD.encode(out)))
 }
 
-fn open(factor_id: &str, stored: &str) -> AuthResult<Vec<u8>> {
+pub(crate) fn open(factor_id: &str, stored: &str) -> AuthResult<Vec<u8>> {
     let broken = || {
         AuthError::StoredData(format!(
-            "the secret of factor {factor_id} does not decrypt (changed, or the 'mfa' key of auth.secret_keys was replaced)"
+            "the secret sealed for {factor_id} does not decrypt (changed, or the 'mfa' key of auth.secret_keys was replaced)"
         ))
     };
     let bytes = stored

@@ -37,6 +37,9 @@ pub enum Auth {
     },
     /// Endpoints a browser opens without a key (the e-mail link, the JWKS, health): anon.
     Anonymous,
+    /// A provider's callback, after the server read the user from the provider: the role
+    /// auth_oauth, the only one that may finish a provider sign-in.
+    OAuthCallback,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +63,11 @@ const ANONYMOUS: &str = "select pg_catalog.set_config('statement_timeout', $1, t
     pg_catalog.set_config('request.method', $3, true), \
     pg_catalog.set_config('request.path', $4, true), \
     pg_catalog.set_config('role', 'anon', true)";
+const OAUTH_CALLBACK: &str = "select pg_catalog.set_config('statement_timeout', $1, true), \
+    pg_catalog.set_config('request.headers', $2, true), \
+    pg_catalog.set_config('request.method', $3, true), \
+    pg_catalog.set_config('request.path', $4, true), \
+    pg_catalog.set_config('role', 'auth_oauth', true)";
 
 #[derive(Clone)]
 pub struct Db {
@@ -189,6 +197,7 @@ async fn run(
     let (context_sql, apikey, bearer) = match &ctx.auth {
         Auth::Keyed { apikey, bearer } => (KEYED, Some(apikey.as_str()), bearer.as_deref()),
         Auth::Anonymous => (ANONYMOUS, None, None),
+        Auth::OAuthCallback => (OAUTH_CALLBACK, None, None),
     };
     let mut context: Vec<(&(dyn ToSql + Sync), Type)> = vec![
         (statement_timeout, Type::TEXT),

@@ -6,6 +6,7 @@ mod config;
 mod db;
 mod error;
 mod handlers;
+mod providers;
 mod request;
 
 use axum::extract::ConnectInfo;
@@ -17,7 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use config::Config;
 use error::ApiError;
-use handlers::{account, admin, mfa, misc, token, verify};
+use handlers::{account, admin, mfa, misc, oauth, token, verify};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -33,6 +34,8 @@ pub struct App {
     pub config: Arc<Config>,
     /// KiB of request bodies that may be held at once (AUTH_BODY_BUDGET).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// The OAuth / OpenID Connect providers (AUTH_EXTERNAL_*).
+    pub providers: Arc<providers::Providers>,
 }
 
 fn routes() -> Router<App> {
@@ -50,6 +53,13 @@ fn routes() -> Router<App> {
         .route("/verify", get(verify::verify_get).post(verify::verify_post))
         .route("/user", get(account::get_user).put(account::update_user))
         .route("/reauthenticate", get(account::reauthenticate))
+        .route("/authorize", get(oauth::authorize))
+        .route("/callback", get(oauth::callback).post(oauth::callback))
+        .route("/user/identities/authorize", get(oauth::link))
+        .route(
+            "/user/identities/{id}",
+            axum::routing::delete(oauth::unlink),
+        )
         .route("/factors", post(mfa::enroll))
         .route("/factors/{id}", axum::routing::delete(mfa::unenroll))
         .route("/factors/{id}/challenge", post(mfa::challenge))
@@ -269,6 +279,10 @@ async fn serve(config: Config) -> Result<(), String> {
         config.request_timeout,
     )?;
     db.check_setup().await;
+    let providers = providers::Providers::from_env(&config.external_url)?;
+    if !providers.enabled().is_empty() {
+        tracing::info!(providers = ?providers.enabled(), "sign-in providers");
+    }
     let listen = config.listen;
     let budget_kib = (config.body_budget / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     let (max_connections, header_timeout, grace) = (
@@ -280,6 +294,7 @@ async fn serve(config: Config) -> Result<(), String> {
         db,
         config: Arc::new(config),
         body_budget: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
+        providers: Arc::new(providers),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

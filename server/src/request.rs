@@ -77,6 +77,11 @@ impl Req {
         self.ctx(Auth::Anonymous)
     }
 
+    /// The context of a provider's callback (the role that may finish a provider sign-in).
+    pub fn oauth_callback(&self) -> Ctx {
+        self.ctx(Auth::OAuthCallback)
+    }
+
     fn ctx(&self, auth: Auth) -> Ctx {
         Ctx {
             headers: self.headers.clone(),

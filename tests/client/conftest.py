@@ -137,7 +137,7 @@ def server_database(name=SERVER_DB):
     fresh_database(name)
     with admin(name) as c:
         login_role(c, SERVER_ROLE, SERVER_PASSWORD)
-        c.execute(f"grant anon, authenticated, service_role to {SERVER_ROLE}")
+        c.execute(f"grant anon, authenticated, service_role, auth_oauth to {SERVER_ROLE}")
         c.execute(f"alter role {SERVER_ROLE} set auth.trusted_proxies = 1")
         c.execute(f'alter database "{name}" set auth.anonymous_sign_ins = on')
         c.execute(f'alter database "{name}" set auth.site_url = \'http://localhost:3000\'')

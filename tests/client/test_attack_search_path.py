@@ -121,7 +121,8 @@ def hostile():
             c.execute(f"alter role {r} nosuperuser")
             # The claim helpers with the session check on: they then read auth.sessions.
             c.execute(f"alter role {r} in database {DB} set auth.session_check = on")
-        c.execute("grant anon, authenticated, service_role to attack_api")
+        # auth_oauth too: the provider callback's steps run under the hostile path as well.
+        c.execute("grant anon, authenticated, service_role, auth_oauth to attack_api")
         # A schema of each attacker's own, which it will put ahead of pg_catalog.
         for r in ROLES:
             c.execute(f"create schema evil_{r} authorization {r}")
@@ -129,6 +130,8 @@ def hostile():
         c.execute(f"alter database {DB} set auth.email_rate_limit = 0")
         c.execute(f"alter database {DB} set auth.lockout_max_failures = 0")
         c.execute(f"alter database {DB} set auth.lockout_ip_max_failures = 0")
+        c.execute(f"alter database {DB} set auth.manual_linking_enabled = on")
+        c.execute(f"alter database {DB} set auth.keep_provider_tokens = on")
         c.execute("select auth.set_trusted_issuer(%s, %s, '{hostile-app}')",
                   (ISSUER, json.dumps({"keys": [jwk]})))
         c.execute("select auth.sign_up('victim@hostile.example', 'victim-password-1')")
@@ -298,6 +301,36 @@ def every_call(k, key):
     k.call("sign_in_with_id_token", "select auth.sign_in_with_id_token(%s, %s)", (ISSUER, id_token), role="anon")
     c = s2["s"]
     cl = k.call("verify_jwt", "select auth.verify_jwt(%s) as c", (c["access_token"],))["c"]
+    # Provider sign-in: a flow started, its state taken and the provider's user signed in as
+    # the server's role (auth_oauth), implicit and PKCE (whose provider token is sealed);
+    # then linking an identity to the signed-in user and unlinking it.
+    who = {"subject": "gh-hostile", "email": "gh-" + e, "email_verified": True, "identity_data": {"name": "x"},
+           "provider_token": "gho_hostile"}
+    for challenge in (None, "hostile-challenge-" + "c" * 30):
+        st = k.call("oauth_authorize", "select auth.oauth_authorize('github', 'http://localhost:3000/x', %s, %s) as s",
+                    (challenge, challenge and "plain"), role="anon")
+        assert st, "oauth_authorize must work under the hostile path"
+        fl = k.call("oauth_callback", "select auth.oauth_callback(%s) as f", (st["s"]["state"],), role="auth_oauth")
+        assert fl and "flow" in fl["f"], f"oauth_callback must work under the hostile path: {fl}"
+        si = k.call("oauth_sign_in", "select auth.oauth_sign_in(%s, %s) as s", (fl["f"]["flow"], json.dumps(who)),
+                    role="auth_oauth")
+        assert si and ("code" if challenge else "session") in si["s"], f"oauth_sign_in: {si}"
+        if challenge:
+            x = k.call("exchange_code_for_session", "select auth.exchange_code_for_session(%s, %s) as s",
+                       (si["s"]["code"], challenge), role="anon")
+            assert x and x["s"]["provider_token"] == "gho_hostile", f"the kept token must open: {x}"
+    k.call("oauth_callback", "select auth.oauth_callback('no-such-state', 'access_denied', 'no')", role="auth_oauth")
+    ln = k.call("link_identity", "select auth.link_identity('gitlab') as s", role="authenticated", claims=cl)
+    assert ln, "link_identity must work under the hostile path"
+    fl = k.call("oauth_callback", "select auth.oauth_callback(%s) as f", (ln["s"]["state"],), role="auth_oauth")
+    si = k.call("oauth_sign_in", "select auth.oauth_sign_in(%s, %s) as s",
+                (fl["f"]["flow"], json.dumps({"subject": "gl-hostile", "email": "gl-" + e})), role="auth_oauth")
+    assert si and "session" in si["s"], f"linking must work under the hostile path: {si}"
+    with admin(DB) as a:
+        gl = a.execute("select id::text from auth.identities where provider = 'gitlab' and provider_id = 'gl-hostile'"
+                       ).fetchone()["id"]
+    assert k.call("unlink_identity", "select auth.unlink_identity(%s)", (gl,), role="authenticated", claims=cl), \
+        "unlink_identity must work under the hostile path"
     k.call("user", 'select auth."user"()', role="authenticated", claims=cl)
     k.call("update_user", """select auth.update_user('{"data": {"x": 1}}')""", role="authenticated", claims=cl)
     k.call("update_user", """select auth.update_user('{"password": "attacker-password-2"}')""",

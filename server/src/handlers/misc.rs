@@ -19,12 +19,21 @@ pub async fn health(State(app): State<App>, req: Req) -> Answer {
     }))
 }
 
+/// The database's settings, with the providers this server signs in with turned on.
 pub async fn settings(State(app): State<App>, req: Req) -> Answer {
-    json(
-        app.db
-            .call(req.anonymous(), "select auth.settings()", vec![])
-            .await?,
-    )
+    let mut settings = app
+        .db
+        .call(req.anonymous(), "select auth.settings()", vec![])
+        .await?;
+    if let Some(external) = settings
+        .get_mut("external")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for name in app.providers.enabled() {
+            external.insert(name, serde_json::Value::Bool(true));
+        }
+    }
+    json(settings)
 }
 
 pub async fn jwks(State(app): State<App>, req: Req) -> Answer {

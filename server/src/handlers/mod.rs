@@ -5,6 +5,8 @@ pub mod account;
 pub mod admin;
 pub mod mfa;
 pub mod misc;
+pub mod oauth;
+pub mod redirect;
 pub mod token;
 pub mod verify;
 
