@@ -34,6 +34,25 @@ Configuration (environment variables):
   AUTH_LOG                log filter (tracing's EnvFilter syntax)       [info]
   AUTH_LOG_FORMAT         json or text                                  [json]
 
+Social login providers, one set of variables per provider NAME (github, google, or any name
+of A-Z, 0-9 and _ for an OpenID Connect provider); the name in URLs is lower-case:
+  AUTH_EXTERNAL_<NAME>_CLIENT_ID     the client id; setting it configures the provider
+  AUTH_EXTERNAL_<NAME>_SECRET        required; the client secret
+  AUTH_EXTERNAL_<NAME>_ENABLED       false keeps a configured provider off       [true]
+  AUTH_EXTERNAL_<NAME>_REDIRECT_URI  the callback URL registered at the provider
+                                                        [AUTH_EXTERNAL_URL/callback]
+  AUTH_EXTERNAL_<NAME>_SCOPES        scopes, space- or comma-separated, replacing the
+                                     defaults (github: user:email; OpenID Connect:
+                                     openid email profile; openid is always asked for)
+  AUTH_EXTERNAL_GITHUB_URL           GitHub Enterprise's URL (its API at URL/api/v3)
+                                                                 [https://github.com]
+  AUTH_EXTERNAL_<NAME>_ISSUER        an OpenID Connect provider's issuer, as its
+                                     discovery document spells it; required for names
+                                     other than github and google
+                                                  [google: https://accounts.google.com]
+Provider URLs must be https (http only on a loopback host). Calls to providers time out
+after 10 s, follow no redirects and read at most 1 MiB.
+
 The database must let the server's role see the client's address: the server appends the
 connection's address to X-Forwarded-For (after the AUTH_TRUSTED_PROXIES entries it keeps),
 so set `alter role <server role> set auth.trusted_proxies = 1` (as a superuser).
