@@ -25,9 +25,29 @@ SITE = "http://localhost:3000"
 PASSWORD = "correct horse battery staple"
 
 
+class Fakes:
+    """The two fake providers; control(name, {"user": ...} | {mode: True/False})."""
+
+    def __init__(self):
+        self.gh, self.op = fake_providers.FakeGitHub().start(), fake_providers.FakeOIDC().start()
+        self.github, self.oidc = self.gh.url, self.op.url
+
+    def control(self, which, body):
+        fake = self.gh if which == "github" else self.op
+        if "user" in body:
+            fake.control(user=body["user"])
+        else:
+            [(mode, on)] = body.items()
+            fake.control(user=fake.user, mode=mode if on else None)
+
+    def stop(self):
+        self.gh.stop()
+        self.op.stop()
+
+
 @pytest.fixture(scope="module")
 def fakes():
-    f = fake_providers.start()
+    f = Fakes()
     yield f
     f.stop()
 
@@ -39,14 +59,14 @@ def oauth_server(fakes):
         c.execute(f'alter database "{DB}" set auth.manual_linking_enabled = on')
         c.execute(f'alter database "{DB}" set auth.redirect_allow_list = \'myapp://callback\'')
     env = {
-        "AUTH_EXTERNAL_GITHUB_CLIENT_ID": "gh-client",
-        "AUTH_EXTERNAL_GITHUB_SECRET": "gh-secret",
+        "AUTH_EXTERNAL_GITHUB_CLIENT_ID": fake_providers.CLIENT_ID,
+        "AUTH_EXTERNAL_GITHUB_SECRET": fake_providers.CLIENT_SECRET,
         "AUTH_EXTERNAL_GITHUB_URL": fakes.github,
-        "AUTH_EXTERNAL_ACME_CLIENT_ID": "acme-client",
-        "AUTH_EXTERNAL_ACME_SECRET": "acme-secret",
+        "AUTH_EXTERNAL_ACME_CLIENT_ID": fake_providers.CLIENT_ID,
+        "AUTH_EXTERNAL_ACME_SECRET": fake_providers.CLIENT_SECRET,
         "AUTH_EXTERNAL_ACME_ISSUER": fakes.oidc,
-        "AUTH_EXTERNAL_GOOGLE_CLIENT_ID": "google-client",
-        "AUTH_EXTERNAL_GOOGLE_SECRET": "google-secret",
+        "AUTH_EXTERNAL_GOOGLE_CLIENT_ID": fake_providers.CLIENT_ID,
+        "AUTH_EXTERNAL_GOOGLE_SECRET": fake_providers.CLIENT_SECRET,
         "AUTH_EXTERNAL_GOOGLE_ISSUER": fakes.oidc,
         "AUTH_EXTERNAL_GOOGLE_ENABLED": "false",
     }
@@ -116,7 +136,7 @@ def claims(token):
 def github_user(fakes, n, email=None, verified=True):
     email = email or f"gh{n}-{secrets.token_hex(4)}@example.com"
     next_user(fakes, "github", id=n, login=f"octo{n}", name=f"Octo {n}", email=email, email_verified=verified,
-              avatar_url=f"https://avatars.example/{n}")
+              picture=f"https://avatars.example/{n}")
     return email
 
 
@@ -131,7 +151,7 @@ def test_authorize_sends_the_browser_to_the_provider_with_a_state(oauth_server, 
     url = start(oauth_server, "github", scopes="read:org", login="octo")
     assert url.startswith(fakes.github + "/login/oauth/authorize?")
     q = query(url)
-    assert q["client_id"] == "gh-client"
+    assert q["client_id"] == fake_providers.CLIENT_ID
     assert q["redirect_uri"] == oauth_server.url + "/callback"
     assert set(q["scope"].split()) == {"user:email", "read:org"}
     assert q["login"] == "octo", "other parameters go on to the provider"
@@ -363,7 +383,8 @@ def test_pkce_keeps_the_provider_token_sealed_when_asked(oauth_server, fakes):
         c.execute(f'alter role auth_server in database "{DB}" set auth.keep_provider_tokens = on')
     # A fresh server: pool connections read role settings when they open.
     server = start_server(server_dsn(DB), oauth_server.anon, oauth_server.service,
-                          AUTH_EXTERNAL_GITHUB_CLIENT_ID="gh-client", AUTH_EXTERNAL_GITHUB_SECRET="gh-secret",
+                          AUTH_EXTERNAL_GITHUB_CLIENT_ID=fake_providers.CLIENT_ID,
+                          AUTH_EXTERNAL_GITHUB_SECRET=fake_providers.CLIENT_SECRET,
                           AUTH_EXTERNAL_GITHUB_URL=fakes.github)
     try:
         github_user(fakes, 6002)

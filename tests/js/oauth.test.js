@@ -86,14 +86,14 @@ test('signInWithOAuth (PKCE): an OIDC provider, then exchangeCodeForSession', as
 
 test('signInWithOAuth: the user denies, the error comes back to the app', async () => {
   const sb = client();
-  await control(FAKE_GITHUB, { deny: true });
+  await control(FAKE_GITHUB, { mode: 'deny' });
   try {
     const { data } = await sb.auth.signInWithOAuth({ provider: 'github', options: { redirectTo: `${SITE_URL}/cb`, skipBrowserRedirect: true } });
     const back = await browse(data.url);
     assert.equal(back.searchParams.get('error'), 'access_denied');
     assert.ok(!back.hash.includes('access_token'));
   } finally {
-    await control(FAKE_GITHUB, { deny: false });
+    await control(FAKE_GITHUB, {});
   }
 });
 

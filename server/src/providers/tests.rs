@@ -348,7 +348,6 @@ fn identity_data_from_claims() {
 struct Seen {
     method: String,
     path: String,
-    query: String,
     authorization: Option<String>,
     body: String,
 }
@@ -398,7 +397,6 @@ async fn fake(routes: impl FnOnce(&str) -> Route) -> Fake {
                         let seen = Seen {
                             method: parts.method.to_string(),
                             path: parts.uri.path().to_string(),
-                            query: parts.uri.query().unwrap_or("").to_string(),
                             authorization: parts
                                 .headers
                                 .get("authorization")
