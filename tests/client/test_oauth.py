@@ -339,7 +339,7 @@ def test_a_provider_failure_comes_back_as_an_error_and_signs_nobody_in(oauth_ser
 def test_a_redirect_outside_the_allow_list_goes_to_the_site(oauth_server, fakes):
     github_user(fakes, 5001)
     final = sign_in(oauth_server, fakes, "github", redirect_to="https://evil.example/steal")
-    assert final.startswith(SITE + "#"), final
+    assert final.startswith(SITE + "/#"), final
     github_user(fakes, 5001)
     final = sign_in(oauth_server, fakes, "github", redirect_to="myapp://callback/done")
     assert final.startswith("myapp://callback/done#"), "an allow-listed redirect is kept"
