@@ -54,7 +54,7 @@ do $$ begin
     create role auth_server login noinherit password 'auth_server';
   end if;
 end $$;
-grant anon, authenticated, service_role to auth_server;
+grant anon, authenticated, service_role, auth_oauth to auth_server;
 alter role auth_server set auth.trusted_proxies = 1;
 SQL
 ANON_KEY=$(psql_pg -d "$DB" -A -t -c "select auth.sign_jwt('{\"role\": \"anon\"}')")

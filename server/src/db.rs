@@ -137,6 +137,27 @@ impl Db {
         }
     }
 
+    /// A warning at startup when sign-in providers are configured but the server's role may
+    /// not finish a provider sign-in (every callback would then fail).
+    pub async fn check_oauth_role(&self) {
+        let Ok(client) = self.pool.get().await else {
+            return;
+        };
+        let member = client
+            .query_opt("select pg_catalog.pg_has_role('auth_oauth', 'MEMBER')", &[])
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.get::<_, Option<bool>>(0))
+            .unwrap_or(false);
+        if !member {
+            tracing::warn!(
+                "sign-in providers are configured but this role is not a member of auth_oauth \
+                 (grant auth_oauth to <server role>): every /callback will fail"
+            );
+        }
+    }
+
     /// Runs `sql` (one extension call whose one column is json/jsonb, or no row) in the
     /// request's transaction and returns that value. The work runs in a task of its own, so
     /// a client that hangs up cannot leave a connection mid-transaction.

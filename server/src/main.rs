@@ -282,6 +282,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let providers = providers::Providers::from_env(&config.external_url)?;
     if !providers.enabled().is_empty() {
         tracing::info!(providers = ?providers.enabled(), "sign-in providers");
+        db.check_oauth_role().await;
     }
     let listen = config.listen;
     let budget_kib = (config.body_budget / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
