@@ -7,6 +7,7 @@ import { createClient } from '@supabase/supabase-js';
 import pg from 'pg';
 // Node.js 20 has no WebSocket of its own: supabase-js's realtime client needs one given.
 import ws from 'ws';
+import { client, memoryStorage } from './client.js';
 // An independent TOTP implementation, for the MFA codes.
 import otplib from 'otplib';
 
@@ -17,22 +18,6 @@ const db = new pg.Client({ connectionString: ADMIN_DSN });
 const run = Math.random().toString(36).slice(2, 8);
 const email = (name) => `${name}-${run}@example.com`;
 const PASSWORD = 'correct horse battery staple';
-
-function memoryStorage() {
-  const m = new Map();
-  return {
-    getItem: (k) => (m.has(k) ? m.get(k) : null),
-    setItem: (k, v) => void m.set(k, v),
-    removeItem: (k) => void m.delete(k),
-  };
-}
-
-function client(options = {}) {
-  return createClient(AUTH_URL, ANON_KEY, {
-    realtime: { transport: ws },
-    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false, ...options },
-  });
-}
 
 const admin = createClient(AUTH_URL, SERVICE_KEY, {
   realtime: { transport: ws },

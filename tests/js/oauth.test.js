@@ -4,26 +4,13 @@
 // SITE_URL. A browser is played by following the redirects by hand.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createClient } from '@supabase/supabase-js';
-import ws from 'ws';
+import { client, memoryStorage } from './client.js';
 
-const { AUTH_URL, ANON_KEY, FAKE_GITHUB, FAKE_OIDC, SITE_URL } = process.env;
+const { FAKE_GITHUB, FAKE_OIDC, SITE_URL } = process.env;
 const run = Math.random().toString(36).slice(2, 8);
 
-function memoryStorage() {
-  const m = new Map();
-  return {
-    getItem: (k) => (m.has(k) ? m.get(k) : null),
-    setItem: (k, v) => void m.set(k, v),
-    removeItem: (k) => void m.delete(k),
-  };
-}
-
-function client(options = {}) {
-  return createClient(AUTH_URL, ANON_KEY, {
-    realtime: { transport: ws },
-    auth: { persistSession: true, storage: memoryStorage(), autoRefreshToken: false, detectSessionInUrl: false, ...options },
-  });
+function browserClient(options = {}) {
+  return client({ persistSession: true, storage: memoryStorage(), ...options });
 }
 
 async function control(fake, body) {
@@ -45,7 +32,7 @@ async function browse(url) {
 const params = (s) => Object.fromEntries(new URLSearchParams(s));
 
 test('signInWithOAuth (implicit): GitHub, then a session from the fragment', async () => {
-  const sb = client();
+  const sb = browserClient();
   await control(FAKE_GITHUB, { user: { id: 91001, login: `js${run}`, name: 'JS', email: `js-gh-${run}@example.com`, email_verified: true } });
   const { data, error } = await sb.auth.signInWithOAuth({
     provider: 'github',
@@ -67,7 +54,7 @@ test('signInWithOAuth (implicit): GitHub, then a session from the fragment', asy
 });
 
 test('signInWithOAuth (PKCE): an OIDC provider, then exchangeCodeForSession', async () => {
-  const sb = client({ flowType: 'pkce' });
+  const sb = browserClient({ flowType: 'pkce' });
   await control(FAKE_OIDC, { user: { sub: `js-oidc-${run}`, email: `js-oidc-${run}@example.com`, email_verified: true, name: 'OIDC JS' } });
   const { data } = await sb.auth.signInWithOAuth({ provider: 'acme', options: { redirectTo: `${SITE_URL}/pkce`, skipBrowserRedirect: true } });
   const q = params(new URL(data.url).search);
@@ -80,12 +67,12 @@ test('signInWithOAuth (PKCE): an OIDC provider, then exchangeCodeForSession', as
   assert.equal(s.user.email, `js-oidc-${run}@example.com`);
   assert.equal(s.user.identities[0].provider, 'acme');
   // The code worked once.
-  const again = await client({ flowType: 'pkce' }).auth.exchangeCodeForSession(code);
+  const again = await browserClient({ flowType: 'pkce' }).auth.exchangeCodeForSession(code);
   assert.ok(again.error);
 });
 
 test('signInWithOAuth: the user denies, the error comes back to the app', async () => {
-  const sb = client();
+  const sb = browserClient();
   await control(FAKE_GITHUB, { mode: 'deny' });
   try {
     const { data } = await sb.auth.signInWithOAuth({ provider: 'github', options: { redirectTo: `${SITE_URL}/cb`, skipBrowserRedirect: true } });
@@ -98,7 +85,7 @@ test('signInWithOAuth: the user denies, the error comes back to the app', async 
 });
 
 test('linkIdentity and unlinkIdentity', async () => {
-  const sb = client();
+  const sb = browserClient();
   const email = `js-link-${run}@example.com`;
   const up = await sb.auth.signUp({ email, password: 'correct horse battery staple' });
   assert.equal(up.error, null);
