@@ -416,7 +416,6 @@ declare
   uid uuid;
   created boolean := false;
   r record;
-  u auth.users;
   session jsonb;
 begin
   if pname is null or pname = '' or pg_catalog.length(pname) > 2048 then
@@ -454,18 +453,7 @@ begin
   r := auth._external_identity(pname, sub, addr, verified, data, null, (s ->> 'id_token_link_by_email')::boolean);
   uid := r.user_id;
   created := r.created;
-  select * into strict u from auth.users x where x.id = uid for update;
-  if u.deleted_at is not null then
-    raise exception 'bad_jwt: the user of this identity has been deleted' using errcode = '28000';
-  end if;
-  if u.banned_until > pg_catalog.now() then
-    raise exception 'user_banned: User is banned' using errcode = '28000';
-  end if;
-  update auth.users x
-     set last_sign_in_at = pg_catalog.now(), updated_at = pg_catalog.now(),
-         email_confirmed_at = case when verified and pg_catalog.lower(x.email) = addr
-                                   then coalesce(x.email_confirmed_at, pg_catalog.now()) else x.email_confirmed_at end
-   where x.id = uid;
+  perform auth._external_sign_in_user(uid, addr, verified);
   session := auth._start_session(uid, 'oauth');
   perform auth._audit(case when created then 'user_signedup' else 'login' end, uid,
                       pg_catalog.jsonb_build_object('provider', pname));

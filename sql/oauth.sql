@@ -272,6 +272,30 @@ begin
 end
 $$;
 
+-- The user of an external sign-in, locked, made ready: refused when deleted or banned; its
+-- sign-in time set and its address confirmed when the provider verified that address.
+create function auth._external_sign_in_user(uid uuid, addr text, verified boolean) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  u auth.users;
+begin
+  select * into strict u from auth.users x where x.id = uid for update;
+  if u.deleted_at is not null then
+    raise exception 'user_not_found: the user of this identity has been deleted' using errcode = '28000';
+  end if;
+  if u.banned_until > pg_catalog.now() then
+    raise exception 'user_banned: User is banned' using errcode = '28000';
+  end if;
+  update auth.users x
+     set last_sign_in_at = pg_catalog.now(), updated_at = pg_catalog.now(),
+         email_confirmed_at = case when verified and pg_catalog.lower(x.email) = addr
+                                   then coalesce(x.email_confirmed_at, pg_catalog.now()) else x.email_confirmed_at end
+   where x.id = uid;
+end
+$$;
+
 -- GoTrue's /callback, second step (role auth_oauth): the provider's user, as the server
 -- read it, signs in. identity: {"subject", "email", "email_verified", "identity_data",
 -- "provider_token", "provider_refresh_token"}. Everything in it is validated as any
@@ -337,18 +361,8 @@ begin
     end if;
     r := auth._external_identity(f.provider, sub, addr, verified, data, f.linking_target_id,
                                  (s ->> 'id_token_link_by_email')::boolean);
-    select * into strict u from auth.users x where x.id = r.user_id for update;
-    if u.deleted_at is not null then
-      raise exception 'user_not_found: the user of this identity has been deleted' using errcode = '28000';
-    end if;
-    if u.banned_until > pg_catalog.now() then
-      raise exception 'user_banned: User is banned' using errcode = '28000';
-    end if;
-    update auth.users x
-       set last_sign_in_at = pg_catalog.now(), updated_at = pg_catalog.now(),
-           email_confirmed_at = case when verified and pg_catalog.lower(x.email) = addr
-                                     then coalesce(x.email_confirmed_at, pg_catalog.now()) else x.email_confirmed_at end
-     where x.id = u.id;
+    perform auth._external_sign_in_user(r.user_id, addr, verified);
+    select * into strict u from auth.users x where x.id = r.user_id;
     if f.code_challenge is not null then
       -- 256 random bits; only their SHA-256 is kept. The provider's tokens only when a
       -- setting asks, sealed (auth.exchange_code_for_session opens them once).
