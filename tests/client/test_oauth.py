@@ -560,3 +560,36 @@ def test_unlinking_never_moves_the_user_to_an_address_nobody_verified(oauth_serv
     r = httpx.post(f"{oauth_server.url}/auth/v1/signup", headers=keyed(oauth_server),
                    json={"email": theirs, "password": PASSWORD})
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("redirect_to", [
+    "http://localhost:3000@evil.example/", "http://localhost:3000\\@evil.example/", "http://localhost:3000.evil.example/",
+    "http://localhost:30001/", "http://localhost:3000%2F@evil.example/", "http://localhost:3000%40evil.example/",
+    "javascript:alert(1)//http://localhost:3000", "//evil.example/http://localhost:3000", "http://localhost:3000\t.evil.example",
+    "myapp://callback@evil.example", "myapp://callback.evil.example/",
+])
+def test_redirect_tricks_end_at_the_site_or_within_it(oauth_server, fakes, redirect_to):
+    github_user(fakes, 5002)
+    final = urlsplit(sign_in(oauth_server, fakes, "github", redirect_to=redirect_to))
+    assert (final.scheme, final.hostname, final.port) == ("http", "localhost", 3000) or \
+        (final.scheme, final.netloc) == ("myapp", "callback"), final.geturl()
+
+
+def test_a_state_of_one_provider_does_not_take_another_providers_code(oauth_server, fakes):
+    """Provider mix-up: the callback exchanges the code at the provider the state was issued
+    for, never at the one the code came from."""
+    github_user(fakes, 5003)
+    gh = query(through_provider(oauth_server, start(oauth_server, "github")))
+    fakes.control("oidc", {"user": {"sub": "mixup", "email": "mixup@example.com", "email_verified": True}})
+    acme = query(through_provider(oauth_server, start(oauth_server, "acme")))
+    final = location(httpx.get(f"{oauth_server.url}/callback", params={"code": acme["code"], "state": gh["state"]}))
+    assert "access_token" not in final and query(final)["error_code"] == "bad_oauth_callback", final
+    with admin(DB) as c:
+        assert not c.execute("select from auth.identities where provider_id = 'mixup'").fetchone()
+
+
+def test_a_nul_in_the_providers_user_ends_at_the_app_with_an_error(oauth_server, fakes):
+    next_user(fakes, "github", id=5004, login="nul", name="a\u0000b", email="nul@example.com", email_verified=True)
+    r = httpx.get(through_provider(oauth_server, start(oauth_server, "github")))
+    final = location(r)
+    assert final.startswith(SITE + "/welcome?") and "access_token" not in final, final
