@@ -230,8 +230,8 @@ comment on function auth.oauth_callback(text, text, text) is
 -- The user of an external identity (provider, sub): found by the identity, else the
 -- linking target, else linked by a verified email (auth.id_token_link_by_email), else
 -- created. Shared by the OAuth callback and ID-token sign-in. A user linked by email whose
--- address was never confirmed loses its password: whoever set it never proved the address
--- (GoTrue's rule; the provider just did). Returns the user's id and whether it is new.
+-- address was never confirmed loses its password, identities and sessions: whoever made
+-- them never proved the address (GoTrue's rule; the provider just did). Returns the user's id and whether it is new.
 create function auth._external_identity(pname text, sub text, addr text, verified boolean, data jsonb,
                                         target uuid, link_by_email boolean,
                                         out user_id uuid, out created boolean)
@@ -264,10 +264,19 @@ begin
         using errcode = '23505',
               hint = 'Sign in with that account first; linking needs a verified email and auth.id_token_link_by_email.';
     end if;
-    if user_id is not null then
+    -- Nobody proved the address of an unconfirmed user: whoever made it (with a password, or
+    -- a provider or an ID token that did not verify it) loses every way in, not only the
+    -- password: its identities, sessions and factors go, and the verified identity takes
+    -- the account over (GoTrue's RemoveUnconfirmedIdentities).
+    if user_id is not null
+       and exists (select from auth.users x where x.id = user_id and x.email_confirmed_at is null) then
       update auth.users x
-         set encrypted_password = case when x.email_confirmed_at is null then '' else x.encrypted_password end
+         set encrypted_password = '',
+             raw_app_meta_data = coalesce(x.raw_app_meta_data, '{}'::jsonb) - array['provider', 'providers']
        where x.id = user_id;
+      delete from auth.identities i where i.user_id = _external_identity.user_id;
+      delete from auth.sessions s where s.user_id = _external_identity.user_id;
+      delete from auth.mfa_factors f where f.user_id = _external_identity.user_id;
     end if;
   end if;
   if user_id is null then
@@ -464,10 +473,16 @@ begin
   delete from auth.identities x where x.id = i.id;
   if u.email is not null and not exists (select from auth.identities x
                                           where x.user_id = u.id and pg_catalog.lower(x.email) = pg_catalog.lower(u.email)) then
+    -- Only an address that identity's provider verified: an unverified one (GitHub lists
+    -- any address its user typed) would become this user's, confirmed. None: no address.
     select pg_catalog.lower(x.email) into other from auth.identities x
-     where x.user_id = u.id and x.email is not null order by x.created_at limit 1;
+     where x.user_id = u.id and x.email is not null
+       and x.identity_data -> 'email_verified' in ('true'::jsonb, '"true"'::jsonb)
+     order by x.created_at limit 1;
     begin
-      update auth.users x set email = other where x.id = u.id;
+      update auth.users x
+         set email = other, email_confirmed_at = case when other is null then null else x.email_confirmed_at end
+       where x.id = u.id;
     exception when unique_violation then
       raise exception 'email_conflict_identity_not_deletable: Unable to unlink identity due to email conflict'
         using errcode = '23505';
@@ -487,7 +502,7 @@ comment on function auth.unlink_identity(uuid) is
   'Remove one of the signed-in user''s identities (never the last); needs auth.manual_linking_enabled.';
 
 -- ID-token sign-in shares auth._external_identity with the provider callback (a user
--- linked by email whose address was never confirmed loses its password).
+-- linked by email whose address was never confirmed loses its password, identities and sessions).
 create or replace function auth.sign_in_with_id_token(provider text, id_token text, nonce text default null)
 returns jsonb
 language plpgsql volatile security definer
@@ -540,6 +555,14 @@ begin
   data := claims - array['aud', 'exp', 'iat', 'nbf', 'nonce', 'at_hash', 'c_hash', 'auth_time', 'azp', 'jti'];
   -- Stored as identity data and, for a new user, as user metadata: the same rules.
   perform auth._check_data(data, 'the ID token''s claims');
+  -- As the provider callback: with confirmations required, no new user from an unverified
+  -- address. Such an account could sign in, and the address's owner would later confirm it
+  -- (a repeated sign-up sends the confirmation) with this identity still in it.
+  if not verified and addr is not null and (s ->> 'confirm')::boolean
+     and not exists (select from auth.identities i where i.provider = pname and i.provider_id = sub) then
+    raise exception 'provider_email_needs_verification: Unverified email with %. Verify the address with % and sign in again',
+      pg_catalog.left(pname, 200), pg_catalog.left(pname, 200) using errcode = '28000';
+  end if;
   r := auth._external_identity(pname, sub, addr, verified, data, null, (s ->> 'id_token_link_by_email')::boolean);
   uid := r.user_id;
   created := r.created;

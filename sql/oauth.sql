@@ -197,8 +197,8 @@ comment on function auth.oauth_callback(text, text, text) is
 -- The user of an external identity (provider, sub): found by the identity, else the
 -- linking target, else linked by a verified email (auth.id_token_link_by_email), else
 -- created. Shared by the OAuth callback and ID-token sign-in. A user linked by email whose
--- address was never confirmed loses its password: whoever set it never proved the address
--- (GoTrue's rule; the provider just did). Returns the user's id and whether it is new.
+-- address was never confirmed loses its password, identities and sessions: whoever made
+-- them never proved the address (GoTrue's rule; the provider just did). Returns the user's id and whether it is new.
 create function auth._external_identity(pname text, sub text, addr text, verified boolean, data jsonb,
                                         target uuid, link_by_email boolean,
                                         out user_id uuid, out created boolean)
@@ -231,10 +231,19 @@ begin
         using errcode = '23505',
               hint = 'Sign in with that account first; linking needs a verified email and auth.id_token_link_by_email.';
     end if;
-    if user_id is not null then
+    -- Nobody proved the address of an unconfirmed user: whoever made it (with a password, or
+    -- a provider or an ID token that did not verify it) loses every way in, not only the
+    -- password: its identities, sessions and factors go, and the verified identity takes
+    -- the account over (GoTrue's RemoveUnconfirmedIdentities).
+    if user_id is not null
+       and exists (select from auth.users x where x.id = user_id and x.email_confirmed_at is null) then
       update auth.users x
-         set encrypted_password = case when x.email_confirmed_at is null then '' else x.encrypted_password end
+         set encrypted_password = '',
+             raw_app_meta_data = coalesce(x.raw_app_meta_data, '{}'::jsonb) - array['provider', 'providers']
        where x.id = user_id;
+      delete from auth.identities i where i.user_id = _external_identity.user_id;
+      delete from auth.sessions s where s.user_id = _external_identity.user_id;
+      delete from auth.mfa_factors f where f.user_id = _external_identity.user_id;
     end if;
   end if;
   if user_id is null then
@@ -431,10 +440,16 @@ begin
   delete from auth.identities x where x.id = i.id;
   if u.email is not null and not exists (select from auth.identities x
                                           where x.user_id = u.id and pg_catalog.lower(x.email) = pg_catalog.lower(u.email)) then
+    -- Only an address that identity's provider verified: an unverified one (GitHub lists
+    -- any address its user typed) would become this user's, confirmed. None: no address.
     select pg_catalog.lower(x.email) into other from auth.identities x
-     where x.user_id = u.id and x.email is not null order by x.created_at limit 1;
+     where x.user_id = u.id and x.email is not null
+       and x.identity_data -> 'email_verified' in ('true'::jsonb, '"true"'::jsonb)
+     order by x.created_at limit 1;
     begin
-      update auth.users x set email = other where x.id = u.id;
+      update auth.users x
+         set email = other, email_confirmed_at = case when other is null then null else x.email_confirmed_at end
+       where x.id = u.id;
     exception when unique_violation then
       raise exception 'email_conflict_identity_not_deletable: Unable to unlink identity due to email conflict'
         using errcode = '23505';

@@ -507,3 +507,89 @@ def test_supabase_js_sign_in_with_oauth(oauth_server, fakes):
     r = subprocess.run(["node", "--test", "--test-concurrency=1", "--test-reporter=spec", "oauth.test.js"],
                        cwd="tests/js", env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-20000:] + r.stderr[-5000:]
+
+
+def test_a_verified_identity_takes_an_unconfirmed_account_over_alone(oauth_server, fakes):
+    """Pre-account takeover: a provider that did not verify the address (GitHub's unverified
+    primary) leaves an unconfirmed account with someone else's address, signed in. When
+    the owner of the address later signs in with a verified identity and is linked to that
+    account by email, whoever made it loses every way in: its other identities, its
+    sessions and its password (GoTrue's RemoveUnconfirmedIdentities), not just the last."""
+    email = f"pre-{secrets.token_hex(4)}@example.com"
+    github_user(fakes, 9101, email=email, verified=False)
+    attacker = session_of(sign_in(oauth_server, fakes, "github"))
+    uid = claims(attacker["access_token"])["sub"]
+    assert not get_user(oauth_server, attacker["access_token"])["email_confirmed_at"]
+    fakes.control("oidc", {"user": {"sub": f"acme-{uid}", "email": email, "email_verified": True}})
+    victim = session_of(sign_in(oauth_server, fakes, "acme"))
+    assert claims(victim["access_token"])["sub"] == uid, "linked by the verified email"
+    user = get_user(oauth_server, victim["access_token"])
+    assert [i["provider"] for i in user["identities"]] == ["acme"], user["identities"]
+    assert user["app_metadata"]["providers"] == ["acme"] and user["email_confirmed_at"]
+    # The account's earlier holder: signed out, and GitHub leads into it no more.
+    r = httpx.post(f"{oauth_server.url}/auth/v1/token?grant_type=refresh_token", headers=keyed(oauth_server),
+                   json={"refresh_token": attacker["refresh_token"]})
+    assert r.status_code == 400, r.text
+    github_user(fakes, 9101, email=email, verified=False)
+    final = sign_in(oauth_server, fakes, "github")
+    assert "access_token" not in final and query(final)["error_code"] == "email_exists", final
+
+
+def test_unlinking_never_moves_the_user_to_an_address_nobody_verified(oauth_server, fakes):
+    """A user whose address came from the identity being unlinked gets another identity's
+    address, but only one that identity's provider verified: otherwise a GitHub account with
+    someone else's unverified address, linked and then left alone, would give its holder a
+    confirmed account with that address (and every later verified sign-in with it)."""
+    mine, theirs = (f"{w}-{secrets.token_hex(4)}@example.com" for w in ("mine", "theirs"))
+    fakes.control("oidc", {"user": {"sub": f"acme-{mine}", "email": mine, "email_verified": True}})
+    s = session_of(sign_in(oauth_server, fakes, "acme"))
+    github_user(fakes, 9201, email=theirs, verified=False)
+    r = httpx.get(f"{oauth_server.url}/auth/v1/user/identities/authorize",
+                  params={"provider": "github", "skip_http_redirect": "true"}, headers=keyed(oauth_server, s["access_token"]))
+    linked = session_of(location(httpx.get(through_provider(oauth_server, r.json()["url"]))))
+    user = get_user(oauth_server, linked["access_token"])
+    assert user["email"] == mine and sorted(i["provider"] for i in user["identities"]) == ["acme", "github"]
+    acme = next(i for i in user["identities"] if i["provider"] == "acme")
+    r = httpx.delete(f"{oauth_server.url}/auth/v1/user/identities/{acme['identity_id']}",
+                     headers=keyed(oauth_server, linked["access_token"]))
+    assert r.status_code == 200, r.text
+    user = get_user(oauth_server, linked["access_token"])
+    assert user["email"] != theirs, "an address only GitHub's unverified list had"
+    assert not user["email_confirmed_at"]
+    # The address is still free for whoever owns it.
+    r = httpx.post(f"{oauth_server.url}/auth/v1/signup", headers=keyed(oauth_server),
+                   json={"email": theirs, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("redirect_to", [
+    "http://localhost:3000@evil.example/", "http://localhost:3000\\@evil.example/", "http://localhost:3000.evil.example/",
+    "http://localhost:30001/", "http://localhost:3000%2F@evil.example/", "http://localhost:3000%40evil.example/",
+    "javascript:alert(1)//http://localhost:3000", "//evil.example/http://localhost:3000", "http://localhost:3000\t.evil.example",
+    "myapp://callback@evil.example", "myapp://callback.evil.example/",
+])
+def test_redirect_tricks_end_at_the_site_or_within_it(oauth_server, fakes, redirect_to):
+    github_user(fakes, 5002)
+    final = urlsplit(sign_in(oauth_server, fakes, "github", redirect_to=redirect_to))
+    assert (final.scheme, final.hostname, final.port) == ("http", "localhost", 3000) or \
+        (final.scheme, final.netloc) == ("myapp", "callback"), final.geturl()
+
+
+def test_a_state_of_one_provider_does_not_take_another_providers_code(oauth_server, fakes):
+    """Provider mix-up: the callback exchanges the code at the provider the state was issued
+    for, never at the one the code came from."""
+    github_user(fakes, 5003)
+    gh = query(through_provider(oauth_server, start(oauth_server, "github")))
+    fakes.control("oidc", {"user": {"sub": "mixup", "email": "mixup@example.com", "email_verified": True}})
+    acme = query(through_provider(oauth_server, start(oauth_server, "acme")))
+    final = location(httpx.get(f"{oauth_server.url}/callback", params={"code": acme["code"], "state": gh["state"]}))
+    assert "access_token" not in final and query(final)["error_code"] == "bad_oauth_callback", final
+    with admin(DB) as c:
+        assert not c.execute("select from auth.identities where provider_id = 'mixup'").fetchone()
+
+
+def test_a_nul_in_the_providers_user_ends_at_the_app_with_an_error(oauth_server, fakes):
+    next_user(fakes, "github", id=5004, login="nul", name="a\u0000b", email="nul@example.com", email_verified=True)
+    r = httpx.get(through_provider(oauth_server, start(oauth_server, "github")))
+    final = location(r)
+    assert final.startswith(SITE + "/welcome?") and "access_token" not in final, final

@@ -196,7 +196,7 @@ pub async fn callback(State(app): State<App>, req: Req, body: Bytes) -> Answer {
         "provider_refresh_token": user.refresh_token,
     });
     // Second step: the one call that signs the provider's user in.
-    let answer = app
+    let answer = match app
         .db
         .call(
             req.oauth_callback(),
@@ -206,7 +206,14 @@ pub async fn callback(State(app): State<App>, req: Req, body: Bytes) -> Answer {
                 Param::Json(Some(identity)),
             ],
         )
-        .await?;
+        .await
+    {
+        Ok(answer) => answer,
+        // The database refused the provider's user before the call ran (a NUL in a string,
+        // which jsonb cannot hold): the state is spent, so back to the app like any refusal.
+        Err(e) if e.status.is_client_error() => return back_with(target, e, None),
+        Err(e) => return Err(e),
+    };
     let target = target_of(&answer).or(target);
     if let Some(e) = answer.get("error") {
         let err = redirect::answered_error(e, "bad_oauth_callback", "OAuth callback failed");

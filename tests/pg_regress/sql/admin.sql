@@ -178,6 +178,12 @@ select try(format('select auth.sign_in_with_id_token(%L, %L)', 'https://idp.exam
 select try($$select auth.sign_in_with_id_token(null, 'x')$$) as no_provider;
 select try($$select auth.sign_in_with_id_token('google', null)$$) as no_token;
 select try($$select auth.sign_in_with_id_token('google', 'not.a.jwt')$$) as garbage;
+-- With confirmations required, a new user from an unverified address is refused, as at
+-- the provider callback: the address's owner would confirm that account, identity and all.
+set local auth.require_email_confirmation = on;
+select try(format('select auth.sign_in_with_id_token(%L, %L)', 'https://idp.example.com', :'unverified')) as needs_verification;
+reset auth.require_email_confirmation;
+select count(*) as not_created from auth.users where email = 'linked@example.io';
 -- Linking by verified email to an existing user; unverified or disabled linking refuses.
 select auth.sign_up('linked@example.io', 'linked-password-1') -> 'user' ->> 'id' as linked_id \gset
 select try(format('select auth.sign_in_with_id_token(%L, %L)', 'https://idp.example.com', :'unverified')) as unverified_email;

@@ -123,7 +123,7 @@ select pg_temp.try_sign_in(format('{"subject": "105", "provider_token": "%s"}', 
 select count(*) as kept from auth.identities where provider = 'github' and provider_id in ('102', '103', '104', '105');
 
 -- 5. Linking by email: a verified address joins the existing user (whose unconfirmed
--- password goes); an unverified one does not.
+-- password and other identities go); an unverified one does not.
 select auth.sign_up('pat@example.io', 'correct horse battery') is not null as pat_signed_up;
 select pg_temp.try_sign_in('{"subject": "201", "email": "pat@example.io", "email_verified": false}') as unverified;
 update auth.users set email_confirmed_at = null where email = 'pat@example.io';
