@@ -229,7 +229,9 @@ comment on function auth.oauth_callback(text, text, text) is
 
 -- The user of an external identity (provider, sub): found by the identity, else the
 -- linking target, else linked by a verified email (auth.id_token_link_by_email), else
--- created. Shared by the OAuth callback and ID-token sign-in. A user linked by email whose
+-- created. An address the provider did not verify is never looked up and never given to a
+-- user (it stays in the identity's data): it could be anyone's, and an account holding it
+-- would squat it or tell who has an account. Shared by the OAuth callback and ID-token sign-in. A user linked by email whose
 -- address was never confirmed loses its password, identities and sessions: whoever made
 -- them never proved the address (GoTrue's rule; the provider just did). Returns the user's id and whether it is new.
 create function auth._external_identity(pname text, sub text, addr text, verified boolean, data jsonb,
@@ -256,10 +258,10 @@ begin
   end if;
   if target is not null then
     user_id := target;
-  elsif addr is not null then
+  elsif addr is not null and verified then
     select x.id into user_id from auth.users x
      where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null;
-    if user_id is not null and not (verified and link_by_email) then
+    if user_id is not null and not link_by_email then
       raise exception 'email_exists: A user with this email address has already been registered'
         using errcode = '23505',
               hint = 'Sign in with that account first; linking needs a verified email and auth.id_token_link_by_email.';
@@ -283,7 +285,7 @@ begin
     insert into auth.users (instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
                             raw_app_meta_data, raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous)
     values ('00000000-0000-0000-0000-000000000000', pg_catalog.gen_random_uuid(), 'authenticated', 'authenticated',
-            addr, '', case when verified then pg_catalog.now() end,
+            case when verified then addr end, '', case when verified then pg_catalog.now() end,
             pg_catalog.jsonb_build_object('provider', pname, 'providers', pg_catalog.jsonb_build_array(pname)),
             data, false, pg_catalog.now(), pg_catalog.now(), false)
     returning id into user_id;
@@ -502,7 +504,7 @@ comment on function auth.unlink_identity(uuid) is
   'Remove one of the signed-in user''s identities (never the last); needs auth.manual_linking_enabled.';
 
 -- ID-token sign-in shares auth._external_identity with the provider callback (a user
--- linked by email whose address was never confirmed loses its password, identities and sessions).
+-- linked by email whose address was never confirmed loses its password).
 create or replace function auth.sign_in_with_id_token(provider text, id_token text, nonce text default null)
 returns jsonb
 language plpgsql volatile security definer

@@ -224,20 +224,25 @@ def test_an_oidc_sign_in_links_to_the_user_with_the_same_verified_email(oauth_se
     assert "nonce" not in acme["identity_data"] and "aud" not in acme["identity_data"]
 
 
-def test_an_unverified_provider_email_is_not_linked(oauth_server, fakes):
+def test_an_unverified_provider_email_is_not_linked_nor_given(oauth_server, fakes):
+    """An address the provider did not verify could be anyone's: it neither joins the account
+    that has it (nor says that one exists) nor becomes the new user's address."""
     email = f"victim-{secrets.token_hex(4)}@example.com"
     r = httpx.post(f"{oauth_server.url}/auth/v1/signup", headers=keyed(oauth_server),
                    json={"email": email, "password": PASSWORD})
     victim = r.json()["user"]["id"]
     github_user(fakes, 2002, email=email, verified=False)
-    final = sign_in(oauth_server, fakes, "github")
-    assert final.startswith(SITE + "/welcome?")
-    q = query(final)
-    assert q["error_code"] == "email_exists", final
-    assert "access_token" not in final
+    s = session_of(sign_in(oauth_server, fakes, "github"))
+    user = get_user(oauth_server, s["access_token"])
+    assert user["id"] != victim
+    assert not user.get("email") and not user["email_confirmed_at"]
+    assert user["identities"][0]["identity_data"]["email"] == email, "kept as the provider said it"
     with admin(DB) as c:
-        assert not c.execute("select from auth.identities where provider = 'github' and provider_id = '2002'").fetchone()
         assert c.execute("select count(*) from auth.identities where user_id = %s", (victim,)).fetchone()["count"] == 1
+    # The address's owner still signs in to the account that has it.
+    r = httpx.post(f"{oauth_server.url}/auth/v1/token?grant_type=password", headers=keyed(oauth_server),
+                   json={"email": email, "password": PASSWORD})
+    assert r.status_code == 200 and r.json()["user"]["id"] == victim
 
 
 def test_linking_by_email_to_an_unconfirmed_account_drops_its_password(oauth_server, fakes):
@@ -510,29 +515,35 @@ def test_supabase_js_sign_in_with_oauth(oauth_server, fakes):
 
 
 def test_a_verified_identity_takes_an_unconfirmed_account_over_alone(oauth_server, fakes):
-    """Pre-account takeover: a provider that did not verify the address (GitHub's unverified
-    primary) leaves an unconfirmed account with someone else's address, signed in. When
-    the owner of the address later signs in with a verified identity and is linked to that
+    """Pre-account takeover: an unconfirmed account with someone else's address (a password
+    sign-up with confirmations on; a provider's unverified address never makes one). When
+    the owner of the address signs in with a verified identity and is linked to that
     account by email, whoever made it loses every way in: its other identities, its
     sessions and its password (GoTrue's RemoveUnconfirmedIdentities), not just the last."""
     email = f"pre-{secrets.token_hex(4)}@example.com"
-    github_user(fakes, 9101, email=email, verified=False)
-    attacker = session_of(sign_in(oauth_server, fakes, "github"))
-    uid = claims(attacker["access_token"])["sub"]
-    assert not get_user(oauth_server, attacker["access_token"])["email_confirmed_at"]
+    with admin(DB) as c:
+        c.execute("set auth.require_email_confirmation = on")
+        uid = c.execute("select (auth.sign_up(%s, %s) ->> 'id')::text as id", (email, PASSWORD)).fetchone()["id"]
+        c.execute("update auth.users set email_confirmed_at = null where id = %s", (uid,))
+        # As if its maker had signed in otherwise too: a session and another identity.
+        c.execute("insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at) "
+                  "values ('9101', %s, '{\"sub\": \"9101\"}', 'github', now(), now())", (uid,))
+        c.execute("select auth._start_session(%s, 'password')", (uid,))
+    # An unverified GitHub address of the same owner signs in to an account of its own.
+    github_user(fakes, 9102, email=email, verified=False)
+    other = session_of(sign_in(oauth_server, fakes, "github"))
+    assert claims(other["access_token"])["sub"] != uid
     fakes.control("oidc", {"user": {"sub": f"acme-{uid}", "email": email, "email_verified": True}})
     victim = session_of(sign_in(oauth_server, fakes, "acme"))
     assert claims(victim["access_token"])["sub"] == uid, "linked by the verified email"
     user = get_user(oauth_server, victim["access_token"])
     assert [i["provider"] for i in user["identities"]] == ["acme"], user["identities"]
     assert user["app_metadata"]["providers"] == ["acme"] and user["email_confirmed_at"]
-    # The account's earlier holder: signed out, and GitHub leads into it no more.
-    r = httpx.post(f"{oauth_server.url}/auth/v1/token?grant_type=refresh_token", headers=keyed(oauth_server),
-                   json={"refresh_token": attacker["refresh_token"]})
-    assert r.status_code == 400, r.text
-    github_user(fakes, 9101, email=email, verified=False)
-    final = sign_in(oauth_server, fakes, "github")
-    assert "access_token" not in final and query(final)["error_code"] == "email_exists", final
+    with admin(DB) as c:
+        assert c.execute("select count(*) from auth.sessions where user_id = %s", (uid,)).fetchone()["count"] == 1
+    r = httpx.post(f"{oauth_server.url}/auth/v1/token?grant_type=password", headers=keyed(oauth_server),
+                   json={"email": email, "password": PASSWORD})
+    assert r.status_code == 400, "the maker's password leads nowhere"
 
 
 def test_unlinking_never_moves_the_user_to_an_address_nobody_verified(oauth_server, fakes):

@@ -184,7 +184,8 @@ set local auth.require_email_confirmation = on;
 select try(format('select auth.sign_in_with_id_token(%L, %L)', 'https://idp.example.com', :'unverified')) as needs_verification;
 reset auth.require_email_confirmation;
 select count(*) as not_created from auth.users where email = 'linked@example.io';
--- Linking by verified email to an existing user; unverified or disabled linking refuses.
+-- Linking by verified email to an existing user; an unverified address is not linked (the
+-- token signs in a user of its own, without the address); linking off refuses.
 select auth.sign_up('linked@example.io', 'linked-password-1') -> 'user' ->> 'id' as linked_id \gset
 select try(format('select auth.sign_in_with_id_token(%L, %L)', 'https://idp.example.com', :'unverified')) as unverified_email;
 set local auth.id_token_link_by_email = off;

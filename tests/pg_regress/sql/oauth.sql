@@ -127,7 +127,7 @@ select count(*) as kept from auth.identities where provider = 'github' and provi
 select auth.sign_up('pat@example.io', 'correct horse battery') is not null as pat_signed_up;
 select pg_temp.try_sign_in('{"subject": "201", "email": "pat@example.io", "email_verified": false}') as unverified;
 update auth.users set email_confirmed_at = null where email = 'pat@example.io';
-select pg_temp.try_sign_in('{"subject": "201", "email": "pat@example.io", "email_verified": true}') as verified;
+select pg_temp.try_sign_in('{"subject": "203", "email": "pat@example.io", "email_verified": true}') as verified;
 select (select count(*) from auth.identities i join auth.users u on u.id = i.user_id where u.email = 'pat@example.io') as identities,
        encrypted_password = '' as password_dropped, email_confirmed_at is not null as confirmed
   from auth.users where email = 'pat@example.io';
