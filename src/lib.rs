@@ -11,6 +11,7 @@ mod error;
 mod flows;
 mod hashing;
 mod hooks;
+mod jsonb;
 mod jwk;
 mod jwt;
 mod keys;
