@@ -11,7 +11,6 @@ mod error;
 mod flows;
 mod hashing;
 mod hooks;
-mod jsonb;
 mod jwk;
 mod jwt;
 mod keys;

@@ -19,9 +19,8 @@ pub fn verify(token: Option<&str>) -> AuthResult<Map<String, Value>> {
     keys::verify(token, unix_now(), &policy)
 }
 
-/// JSON object text returned as `jsonb`: written directly in jsonb's binary form (see
-/// `jsonb`), or by Postgres' own jsonb input where that does not apply. No serde value is
-/// built (`pgrx::JsonB` would build one, write it out as text, then call jsonb_in).
+/// JSON text returned as `jsonb` by Postgres' own jsonb input, with no serde round trip
+/// (`pgrx::JsonB` would build a serde value, write it out as text, then call jsonb_in).
 pub struct JsonbText(String);
 
 pgrx::impl_sql_translatable!(JsonbText, "jsonb");
@@ -32,10 +31,6 @@ unsafe impl pgrx::callconv::BoxRet for JsonbText {
         self,
         fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
     ) -> pgrx::datum::Datum<'fcx> {
-        if let Some(d) = crate::jsonb::from_object_text(&self.0) {
-            // SAFETY: a complete jsonb datum in the function's memory context.
-            return unsafe { fcinfo.return_raw_datum(d) };
-        }
         // Checked JSON has no NUL byte (raw control characters are not JSON).
         let text = std::ffi::CString::new(self.0)
             .map_err(|_| AuthError::BadJwt("claims hold a NUL byte".into()))
