@@ -539,11 +539,8 @@ comment on function auth.sign_up(text, text, jsonb, text, text, text) is
 comment on function auth.sign_in(text, text) is
   'Password sign-in; returns a session object like GoTrue''s /token?grant_type=password.';
 
--- Definer rights to read the signing key; granted to service_role alone.
-create function auth.sign_jwt(claims jsonb) returns text
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-return auth._sign_jwt(claims::text);
+-- auth.sign_jwt is the Rust function itself (src/tokens.rs: why it needs no definer
+-- rights); EXECUTE, granted to service_role alone, decides who may sign.
 comment on function auth.sign_jwt(jsonb) is
   'Sign arbitrary claims with the in-use key (API keys for anon/service_role). service_role and owner only.';
 

@@ -204,8 +204,61 @@ fn _jwt_issuer() -> Option<String> {
     config::jwt_issuer()
 }
 
-/// Internal: called by the SECURITY DEFINER wrapper auth.sign_jwt (service_role only).
-#[pg_extern(volatile)]
+/// A `jsonb` argument as its text (Postgres' own jsonb output, what `claims::text` gives),
+/// read without a serde round trip of its own (`pgrx::JsonB` would parse it into a value
+/// that panics on input serde cannot hold).
+pub struct JsonbArg(String);
+
+pgrx::impl_sql_translatable!(JsonbArg, "jsonb");
+
+impl pgrx::FromDatum for JsonbArg {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<JsonbArg> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: the datum is a jsonb (the SQL signature says so); jsonb_out detoasts it
+        // and returns a palloc'd cstring, copied here and left to the call's memory context.
+        let text = unsafe {
+            pgrx::direct_function_call::<&std::ffi::CStr>(pg_sys::jsonb_out, &[Some(datum)])
+        }?;
+        Some(JsonbArg(text.to_string_lossy().into_owned()))
+    }
+}
+
+// SAFETY: unboxed through FromDatum, as pgrx does for its own argument types.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbArg {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+/// auth.sign_jwt(claims): sign arbitrary claims with the in-use key (API keys for anon and
+/// service_role). Who may call it is decided by EXECUTE on it alone (service_role and the
+/// owner). Not SECURITY DEFINER, because nothing on its path needs the owner's rights but
+/// the read of the signing keys, and that read is the key cache's load, which takes the
+/// owner's rights and the pinned search_path itself (`keys::as_user`, `db::pinned`), as it
+/// does for verify_jwt's callers. A definer wrapper would switch users and save and restore
+/// search_path at every call: half the cost of signing.
+#[pg_extern(volatile, name = "sign_jwt")]
+fn sign_jwt(claims: Option<JsonbArg>) -> String {
+    sign_jwt_impl(claims.as_ref().map(|c| c.0.as_str())).or_raise()
+}
+
+/// The SQL of versions before 0.8.0 calls this symbol from its SECURITY DEFINER wrapper
+/// until the database is updated; no SQL function is created for it any more.
+#[pg_extern(volatile, sql = false)]
 fn _sign_jwt(claims: Option<&str>) -> String {
     sign_jwt_impl(claims).or_raise()
 }

@@ -429,6 +429,28 @@ def test_an_api_role_with_shadow_objects_reaches_none_of_them(hostile, path):
     assert_untouched("attack_api")
 
 
+@pytest.mark.parametrize("path", ["default", "evil first"])
+def test_sign_jwt_loads_the_keys_under_a_hostile_path(hostile, path):
+    """auth.sign_jwt is not SECURITY DEFINER: in a new backend its first call is the one that
+    reads the signing keys, with the owner's rights, under the caller's path."""
+    with connect("attack_api") as c:
+        plant(c, "attack_api")
+        if path == "evil first":
+            c.execute("set search_path = evil_attack_api, pg_catalog")
+        else:
+            c.execute("reset search_path")
+        c.commit()
+        k = Caller(c)
+        r = k.call("sign_jwt", """select auth.sign_jwt('{"role": "anon", "n": 1}') as t""", role="service_role")
+        assert r and r["t"].count(".") == 2, "sign_jwt must work under the hostile path"
+        # The backend's keys were loaded by that call; the token verifies with them.
+        v = k.call("verify_jwt", "select auth.verify_jwt(%s) operator(pg_catalog.->>) 'n' as n", (r["t"],))
+        assert v == {"n": "1"}
+        # Not for a role without the grant, whatever its path.
+        assert k.call("sign_jwt", """select auth.sign_jwt('{"role": "anon"}')""", role="anon") is None
+    assert_untouched("attack_api")
+
+
 def test_a_role_without_grants_reaches_none_of_them(hostile):
     with admin(DB) as c:
         s = c.execute("select auth.sign_up(%s, 'attacker-password-1') as s",

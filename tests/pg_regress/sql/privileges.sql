@@ -44,7 +44,6 @@ select try($$insert into auth.users (id) values (gen_random_uuid())$$);
 select try($$select auth.sign_jwt('{"role": "service_role"}')$$);
 select try($$select auth.set_jwt_secret('an-attacker-chosen-secret-of-32-chars!!')$$);
 select try($$select auth._sign_up('x@example.io', 'password-123', '{}')$$);
-select try($$select auth._sign_jwt('{"role": "service_role"}')$$);
 select try('select auth._random_secret()');
 reset role;
 -- No setting holds the secret (it lives only in the owner-only table).
