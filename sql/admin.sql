@@ -450,15 +450,7 @@ begin
   data := claims - array['aud', 'exp', 'iat', 'nbf', 'nonce', 'at_hash', 'c_hash', 'auth_time', 'azp', 'jti'];
   -- Stored as identity data and, for a new user, as user metadata: the same rules.
   perform auth._check_data(data, 'the ID token''s claims');
-  -- As the provider callback: with confirmations required, no new user from an unverified
-  -- address. Such an account could sign in, and the address's owner would later confirm it
-  -- (a repeated sign-up sends the confirmation) with this identity still in it.
-  if not verified and addr is not null and (s ->> 'confirm')::boolean
-     and not exists (select from auth.identities i where i.provider = pname and i.provider_id = sub) then
-    raise exception 'provider_email_needs_verification: Unverified email with %. Verify the address with % and sign in again',
-      pg_catalog.left(pname, 200), pg_catalog.left(pname, 200) using errcode = '28000';
-  end if;
-  r := auth._external_identity(pname, sub, addr, verified, data, null, (s ->> 'id_token_link_by_email')::boolean);
+  r := auth._external_identity(pname, sub, addr, verified, data, null, s);
   uid := r.user_id;
   created := r.created;
   perform auth._external_sign_in_user(uid, addr, verified);

@@ -202,7 +202,7 @@ comment on function auth.oauth_callback(text, text, text) is
 -- address was never confirmed loses its password, identities and sessions: whoever made
 -- them never proved the address (GoTrue's rule; the provider just did). Returns the user's id and whether it is new.
 create function auth._external_identity(pname text, sub text, addr text, verified boolean, data jsonb,
-                                        target uuid, link_by_email boolean,
+                                        target uuid, settings jsonb,
                                         out user_id uuid, out created boolean)
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
@@ -223,12 +223,18 @@ begin
     user_id := owner;
     return;
   end if;
+  -- With confirmations required (auth.require_email_confirmation), no new user from an
+  -- address the provider did not verify, as GoTrue.
+  if target is null and not verified and addr is not null and (settings ->> 'confirm')::boolean then
+    raise exception 'provider_email_needs_verification: Unverified email with %. Verify the address with % and sign in again',
+      pg_catalog.left(pname, 200), pg_catalog.left(pname, 200) using errcode = '28000';
+  end if;
   if target is not null then
     user_id := target;
   elsif addr is not null and verified then
     select x.id into user_id from auth.users x
      where pg_catalog.lower(x.email) = addr and not x.is_sso_user and x.deleted_at is null;
-    if user_id is not null and not link_by_email then
+    if user_id is not null and not (settings ->> 'id_token_link_by_email')::boolean then
       raise exception 'email_exists: A user with this email address has already been registered'
         using errcode = '23505',
               hint = 'Sign in with that account first; linking needs a verified email and auth.id_token_link_by_email.';
@@ -327,7 +333,6 @@ declare
   ptoken text;
   prefresh text;
   r record;
-  u auth.users;
   code text;
   fid uuid;
   answer jsonb;
@@ -365,15 +370,8 @@ begin
     if pg_catalog.length(ptoken) > 8192 or pg_catalog.length(prefresh) > 8192 then
       raise exception 'bad_oauth_callback: the provider''s tokens are too long' using errcode = '22023';
     end if;
-    if f.linking_target_id is null and not verified and addr is not null and (s ->> 'confirm')::boolean
-       and not exists (select from auth.identities i where i.provider = f.provider and i.provider_id = sub) then
-      raise exception 'provider_email_needs_verification: Unverified email with %. Verify the address with % and sign in again', f.provider, f.provider
-        using errcode = '28000';
-    end if;
-    r := auth._external_identity(f.provider, sub, addr, verified, data, f.linking_target_id,
-                                 (s ->> 'id_token_link_by_email')::boolean);
+    r := auth._external_identity(f.provider, sub, addr, verified, data, f.linking_target_id, s);
     perform auth._external_sign_in_user(r.user_id, addr, verified);
-    select * into strict u from auth.users x where x.id = r.user_id;
     if f.code_challenge is not null then
       -- 256 random bits; only their SHA-256 is kept. The provider's tokens only when a
       -- setting asks, sealed (auth.exchange_code_for_session opens them once).
@@ -382,7 +380,7 @@ begin
       insert into auth.flow_state (id, user_id, auth_code, code_challenge_method, code_challenge, provider_type,
                                    provider_access_token, provider_refresh_token, created_at, updated_at,
                                    authentication_method, auth_code_issued_at)
-      values (fid, u.id, auth._sha256_hex(code), f.code_challenge_method, f.code_challenge, f.provider,
+      values (fid, r.user_id, auth._sha256_hex(code), f.code_challenge_method, f.code_challenge, f.provider,
               case when (s ->> 'keep_provider_tokens')::boolean and ptoken is not null
                    then auth._seal_provider_token(fid, 'access', ptoken) end,
               case when (s ->> 'keep_provider_tokens')::boolean and prefresh is not null
@@ -390,13 +388,13 @@ begin
               pg_catalog.now(), pg_catalog.now(), 'oauth', pg_catalog.now());
       answer := pg_catalog.jsonb_build_object('code', code);
     else
-      answer := pg_catalog.jsonb_build_object('session', auth._start_session(u.id, 'oauth'))
+      answer := pg_catalog.jsonb_build_object('session', auth._start_session(r.user_id, 'oauth'))
                 || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                      'provider_token', ptoken, 'provider_refresh_token', prefresh));
     end if;
     perform auth._audit(case when r.created then 'user_signedup'
                              when f.linking_target_id is not null then 'identity_linked' else 'login' end,
-                        u.id, pg_catalog.jsonb_build_object('provider', f.provider)
+                        r.user_id, pg_catalog.jsonb_build_object('provider', f.provider)
                               || case when f.code_challenge is not null then '{"flow": "pkce"}'::jsonb else '{}'::jsonb end);
   exception
     when serialization_failure or deadlock_detected then
