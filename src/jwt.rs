@@ -371,6 +371,24 @@ impl Registered {
     pub fn iss(&self) -> Option<&str> {
         self.iss.as_ref().and_then(Value::as_str)
     }
+
+    /// An estimate of the heap these claims hold (an `aud` list can be long).
+    pub fn heap_bytes(&self) -> usize {
+        fn bytes(v: &Value) -> usize {
+            std::mem::size_of::<Value>()
+                + match v {
+                    Value::String(s) => s.len(),
+                    Value::Array(a) => a.iter().map(bytes).sum(),
+                    Value::Object(m) => m.iter().map(|(k, v)| 64 + k.len() + bytes(v)).sum(),
+                    _ => 0,
+                }
+        }
+        [&self.exp, &self.nbf, &self.iat, &self.aud, &self.iss]
+            .into_iter()
+            .flatten()
+            .map(bytes)
+            .sum()
+    }
 }
 
 /// A payload's JSON text, checked to be one JSON object in UTF-8 (what jsonb input will

@@ -32,43 +32,120 @@ struct Cache {
     otp_key: Option<String>,
     /// The key of stored TOTP secrets (auth.secret_keys, purpose 'mfa'), from 0.7.0 on.
     mfa_key: Option<String>,
-    /// Asymmetric signatures already checked in this backend: token -> its claims. Part of
-    /// the cache, so any key change drops it with everything else.
+    /// Tokens already verified in this backend: token -> what the check found. Part of the
+    /// cache, so any key or issuer change drops it with everything else.
     verified: RefCell<Memo>,
 }
 
+/// A verified token as remembered: its claims text (the payload as signed, or a trusted
+/// issuer's claims with the role it maps to), its registered claims, checked again at every
+/// use against the clock and the policy of the moment, and the claims as a `jsonb` datum
+/// once `auth.verify_jwt` has built one.
+pub struct Remembered {
+    text: String,
+    registered: jwt::Registered,
+    /// Verified with a trusted issuer's keys (rather than ours): the entry stands only while
+    /// its `iss` still names a trusted issuer.
+    trusted: bool,
+    jsonb: Option<Box<[u8]>>,
+}
+
+impl Remembered {
+    /// The claims as the bytes of a `jsonb` datum, built by `build` from the text the first
+    /// time and kept.
+    pub fn jsonb(
+        &mut self,
+        build: impl FnOnce(&str) -> AuthResult<Box<[u8]>>,
+    ) -> AuthResult<&[u8]> {
+        if self.jsonb.is_none() {
+            self.jsonb = Some(build(&self.text)?);
+        }
+        Ok(self.jsonb.as_deref().unwrap_or_default())
+    }
+
+    fn jsonb_len(&self) -> usize {
+        self.jsonb.as_ref().map_or(0, |j| j.len())
+    }
+}
+
 /// The verified-token memory, bounded in bytes (`auth.token_cache_size`): each entry is
-/// charged an estimate of what it holds (the token, its claims, the map's overhead), and
-/// when a new one would pass the bound the memory starts over.
+/// charged an estimate of what it holds (the token, its claims as text, parsed and as jsonb,
+/// the map's overhead), and when a new one would pass the bound the memory starts over. An
+/// asymmetric token is kept at its first check, which is what it saves; an HS256 token, whose
+/// check is cheap, at its second, so that tokens seen once (a flood of distinct ones) cost a
+/// 64-bit hash each rather than an entry.
 #[derive(Default)]
 struct Memo {
-    entries: HashMap<String, String>,
+    entries: HashMap<String, Remembered>,
+    /// Keyed hashes of HS256 tokens checked once and not kept.
+    seen: std::collections::HashSet<u64>,
     bytes: usize,
 }
 
 impl Memo {
-    /// A generous estimate of an entry's heap use: its text, its claims at four times
-    /// their JSON length (map nodes, string headers, numbers), and a fixed overhead.
-    fn cost(token: &str, claims: &str) -> usize {
-        256 + 2 * token.len() + 4 * claims.len()
+    /// A generous estimate of an entry's heap use: the token, the claims text, the registered
+    /// claims parsed out of it, the jsonb form as built, the table's slot and the allocator's
+    /// overhead.
+    fn cost(token: &str, entry: &Remembered) -> usize {
+        512 + token.len() + entry.text.len() + entry.registered.heap_bytes() + entry.jsonb_len()
     }
 
-    fn insert(&mut self, token: &str, claims: &str) {
+    /// Charged per hash in `seen`: the set's slot, its growth and the allocator.
+    const SEEN_COST: usize = 32;
+
+    fn start_over(&mut self) {
+        self.entries = HashMap::new();
+        self.seen = std::collections::HashSet::new();
+        self.bytes = 0;
+    }
+
+    /// Has this token been checked before (and not kept)? Records it when not.
+    fn seen_before(&mut self, token: &str) -> bool {
+        let hash = std::hash::BuildHasher::hash_one(self.entries.hasher(), token);
+        if self.seen.remove(&hash) {
+            self.bytes = self.bytes.saturating_sub(Self::SEEN_COST);
+            return true;
+        }
+        if self.bytes + Self::SEEN_COST > cache_bound_bytes() {
+            self.start_over();
+        }
+        self.seen.insert(hash);
+        self.bytes += Self::SEEN_COST;
+        false
+    }
+
+    fn insert(&mut self, token: &str, entry: Remembered) {
         let bound = cache_bound_bytes();
-        let cost = Self::cost(token, claims);
+        let cost = Self::cost(token, &entry);
         if cost > bound / 4 {
             return; // an outsized token is verified every time rather than crowd out the rest
         }
         if self.bytes + cost > bound {
-            self.entries.clear();
-            self.bytes = 0;
+            self.start_over();
         }
+        if let Some(old) = self.entries.insert(token.to_string(), entry) {
+            self.bytes = self.bytes.saturating_sub(Self::cost(token, &old));
+        }
+        self.bytes += cost;
+    }
+
+    /// Charge what an entry grew by (its jsonb, built at a later use): an entry that has
+    /// grown past a quarter of the bound is dropped, and past the bound the memory starts
+    /// over.
+    fn grew(&mut self, token: &str, by: usize) {
+        let bound = cache_bound_bytes();
+        self.bytes += by;
         if self
             .entries
-            .insert(token.to_string(), claims.to_string())
-            .is_none()
+            .get(token)
+            .is_some_and(|e| Self::cost(token, e) > bound / 4)
         {
-            self.bytes += cost;
+            if let Some(old) = self.entries.remove(token) {
+                self.bytes = self.bytes.saturating_sub(Self::cost(token, &old));
+            }
+        }
+        if self.bytes > bound {
+            self.start_over();
         }
     }
 }
@@ -94,6 +171,9 @@ thread_local! {
     static GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// The oid of auth.signing_keys, which every key-table invalidation names.
     static KEY_RELID: std::cell::Cell<pg_sys::Oid> = const { std::cell::Cell::new(pg_sys::InvalidOid) };
+    /// An invalidation of the key tables arrived while the cache was in use: it is dropped
+    /// as soon as that use ends.
+    static STALE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Registered once in _PG_init.
@@ -105,9 +185,9 @@ pub fn register_invalidation() {
 
 unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     // InvalidOid means "every relation" (a cache reset after an overflow).
-    CACHE.with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            let ours = relid == pg_sys::InvalidOid || relid == KEY_RELID.with(|k| k.get());
+    let ours = relid == pg_sys::InvalidOid || relid == KEY_RELID.with(|k| k.get());
+    CACHE.with(|c| match c.try_borrow_mut() {
+        Ok(mut c) => {
             let stale = match &*c {
                 Some(cache) => relid == pg_sys::InvalidOid || relid == cache.relid,
                 // While a load runs.
@@ -115,6 +195,14 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
             };
             if stale {
                 *c = None;
+                GENERATION.with(|g| g.set(g.get() + 1));
+            }
+        }
+        // The cache is in use (a check that reached Postgres code which takes in
+        // invalidations): never lose the message; the cache goes when that use ends.
+        Err(_) => {
+            if ours {
+                STALE.with(|s| s.set(true));
                 GENERATION.with(|g| g.set(g.get() + 1));
             }
         }
@@ -318,6 +406,7 @@ fn with_cache<R>(f: impl FnOnce(&Cache) -> AuthResult<R>) -> AuthResult<R> {
     // Bounded: under a storm of key changes, give up rather than keep what a change may
     // have replaced.
     for _ in 0..10 {
+        drop_if_stale();
         if CACHE.with(|c| c.borrow().is_some()) {
             break;
         }
@@ -332,12 +421,27 @@ fn with_cache<R>(f: impl FnOnce(&Cache) -> AuthResult<R>) -> AuthResult<R> {
             CACHE.with(|c| *c.borrow_mut() = Some(fresh));
         }
     }
-    CACHE.with(|c| match &*c.borrow() {
+    let result = CACHE.with(|c| match &*c.borrow() {
         Some(cache) => f(cache),
         None => Err(AuthError::Unexpected(
             "the signing keys kept changing while they were read; try again".into(),
         )),
-    })
+    });
+    drop_if_stale();
+    result
+}
+
+/// Drop the cache if an invalidation arrived while it was in use, unless it still is (a
+/// nested use): the outermost use drops it when it ends.
+fn drop_if_stale() {
+    if STALE.with(|s| s.get()) {
+        CACHE.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                *c = None;
+                STALE.with(|s| s.set(false));
+            }
+        });
+    }
 }
 
 /// The key new tokens are signed with.
@@ -396,48 +500,29 @@ pub fn public_jwks() -> AuthResult<Value> {
     with_cache(|c| Ok(c.jwks.clone()))
 }
 
-/// Verify `token`: a token whose `iss` names a trusted issuer is checked with that issuer's
-/// keys, audiences and role map only; every other token with our own keys and `own`
-/// policy. Asymmetric signatures are checked once per backend and token. Returns the
-/// claims as JSON text: for our own tokens the payload as it was signed, never rebuilt.
-pub fn verify_text(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<String> {
+/// Verify `token`, then hand what was found to `then`: a token whose `iss` names a trusted
+/// issuer is checked with that issuer's keys, audiences and role map only; every other token
+/// with our own keys and `own` policy. A token's signature is checked once per backend: a
+/// verified token is remembered (bounded by `auth.token_cache_size`, forgotten at any key or
+/// issuer change), and each later use checks only its time and audience claims again, with
+/// `now` and the policy of that call. For our own tokens the claims text is the payload as
+/// it was signed, never rebuilt.
+pub fn verify_then<R>(
+    token: &str,
+    now: i64,
+    own: &VerifyPolicy,
+    then: impl FnOnce(&mut Remembered) -> AuthResult<R>,
+) -> AuthResult<R> {
     let bad = |e: JwtError| AuthError::BadJwt(e.to_string());
+    // Refused before it is hashed for the lookup.
+    if token.len() > jwt::MAX_TOKEN_LEN {
+        return Err(bad(JwtError::TooLong));
+    }
     with_cache(|c| {
-        // Only asymmetric tokens are remembered; while none is (an HS256-only setup), the
-        // token is not even hashed for the lookup.
-        let cached = {
-            let memo = c.verified.borrow();
-            if memo.entries.is_empty() {
-                None
-            } else {
-                memo.entries.get(token).cloned()
-            }
-        };
-        let (text, registered) = match cached {
-            Some(text) => {
-                let registered = jwt::read_payload(text.clone().into_bytes()).map_err(bad)?.1;
-                (text, registered)
-            }
-            None => {
-                let parsed = jwt::parse(token).map_err(bad)?;
-                let (text, registered) =
-                    jwt::read_payload(parsed.payload_json().map_err(bad)?).map_err(bad)?;
-                let issuer = issuer_of(c, registered.iss());
-                let keys = issuer.map_or(c.verify.as_slice(), |i| i.keys.as_slice());
-                parsed
-                    .verify_signature(keys)
-                    .map_err(|e| key_error(registered.iss(), issuer.is_some(), e))?;
-                if !parsed.alg.is_symmetric() {
-                    c.verified.borrow_mut().insert(token, &text);
-                }
-                (text, registered)
-            }
-        };
-        match issuer_of(c, registered.iss()) {
-            None => {
-                jwt::check_claims(&registered, now, own).map_err(bad)?;
-                Ok(text)
-            }
+        // The claims of a token remembered or just verified, checked against this call's
+        // clock and policy: a trusted issuer's token against that issuer's audiences.
+        let check = |registered: &jwt::Registered, issuer: Option<&Issuer>| match issuer {
+            None => jwt::check_claims(registered, now, own).map_err(bad),
             Some(issuer) => {
                 let policy = VerifyPolicy {
                     leeway: own.leeway,
@@ -445,12 +530,58 @@ pub fn verify_text(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<Stri
                     issuer: None,
                     require_exp: true,
                 };
-                jwt::check_claims(&registered, now, &policy).map_err(bad)?;
-                let claims = map_role(issuer, jwt::object(&text).map_err(bad)?)?;
-                Ok(Value::Object(claims).to_string())
+                jwt::check_claims(registered, now, &policy).map_err(bad)
+            }
+        };
+        {
+            let mut memo = c.verified.borrow_mut();
+            if let Some(entry) = memo.entries.get_mut(token) {
+                let issuer = issuer_of(c, entry.registered.iss());
+                if entry.trusted == issuer.is_some() {
+                    check(&entry.registered, issuer)?;
+                    let before = entry.jsonb_len();
+                    let result = then(entry)?;
+                    let by = entry.jsonb_len() - before;
+                    if by > 0 {
+                        memo.grew(token, by);
+                    }
+                    return Ok(result);
+                }
             }
         }
+        let parsed = jwt::parse(token).map_err(bad)?;
+        let (text, registered) =
+            jwt::read_payload(parsed.payload_json().map_err(bad)?).map_err(bad)?;
+        let issuer = issuer_of(c, registered.iss());
+        let keys = issuer.map_or(c.verify.as_slice(), |i| i.keys.as_slice());
+        parsed
+            .verify_signature(keys)
+            .map_err(|e| key_error(registered.iss(), issuer.is_some(), e))?;
+        check(&registered, issuer)?;
+        let text = match issuer {
+            None => text,
+            Some(issuer) => {
+                Value::Object(map_role(issuer, jwt::object(&text).map_err(bad)?)?).to_string()
+            }
+        };
+        let mut entry = Remembered {
+            text,
+            registered,
+            trusted: issuer.is_some(),
+            jsonb: None,
+        };
+        let keep = !parsed.alg.is_symmetric() || c.verified.borrow_mut().seen_before(token);
+        let result = then(&mut entry)?;
+        if keep {
+            c.verified.borrow_mut().insert(token, entry);
+        }
+        Ok(result)
     })
+}
+
+/// [`verify_then`], the claims as JSON text.
+pub fn verify_text(token: &str, now: i64, own: &VerifyPolicy) -> AuthResult<String> {
+    verify_then(token, now, own, |r| Ok(r.text.clone()))
 }
 
 /// [`verify_text`], the claims as a map.

@@ -162,7 +162,7 @@ mod tests {
     }
 
     #[pg_test]
-    fn asymmetric_verification_is_remembered_per_token_and_forgotten_on_key_change() {
+    fn verification_is_remembered_per_token_and_forgotten_on_key_change() {
         Spi::run(
             "select auth.promote_signing_key(auth.create_signing_key('ES256', 'cache-test') ->> 'kid')",
         )
@@ -178,21 +178,60 @@ mod tests {
             assert_eq!(try_verify(&token), "ok");
         }
         assert_eq!(crate::keys::verified_memory().unwrap().0, before + 1);
-        // An HS256 token is cheap to check and is not remembered.
-        Spi::run("select auth.promote_signing_key(auth.create_signing_key('HS256') ->> 'kid')")
+        // An HS256 token is remembered too, from its second check on (a token seen once
+        // costs a hash), with the jsonb that check built: every later check returns the
+        // same claims.
+        Spi::run("select auth.promote_signing_key(auth.create_signing_key('HS256', 'hs-cache') ->> 'kid')")
             .unwrap();
-        let hs = Spi::get_one::<String>("select auth.sign_jwt('{\"sub\":\"y\"}')")
-            .unwrap()
-            .unwrap();
-        assert_eq!(try_verify(&hs), "ok");
-        assert_eq!(try_verify(&token), "ok");
+        let hs = Spi::get_one::<String>(
+            "select auth.sign_jwt('{\"sub\":\"y\",\"n\":1.50,\"aud\":\"a\",\"exp\":9999999999}')",
+        )
+        .unwrap()
+        .unwrap();
+        let claims = |t: &str| {
+            Spi::get_one_with_args::<String>("select auth.verify_jwt($1)::text", &[t.into()])
+                .unwrap()
+                .unwrap()
+        };
+        let first = claims(&hs);
+        assert!(first.contains("\"n\": 1.5,"), "{first}");
+        // (Promoting the HS256 key dropped the memory with the keys.)
+        assert_eq!(crate::keys::verified_memory().unwrap().0, 0);
+        assert_eq!(claims(&hs), first);
         assert_eq!(crate::keys::verified_memory().unwrap().0, 1);
-        // Revocation drops the memory at once: the remembered token now fails.
+        assert_eq!(claims(&hs), first);
+        assert_eq!(try_verify(&token), "ok");
+        assert_eq!(crate::keys::verified_memory().unwrap().0, 2);
+        // A remembered token's time and audience claims are checked again at every use,
+        // against the clock and the policy of that call.
+        let policy = crate::config::verify_policy();
+        let now = crate::sessions::unix_now();
+        assert!(crate::keys::verify_text(&hs, now, &policy).is_ok());
+        let late = crate::keys::verify_text(&hs, 9_999_999_999 + 31, &policy).unwrap_err();
+        assert!(late.to_string().contains("expired"), "{late}");
+        Spi::run("set local auth.jwt_aud = 'b'").unwrap();
+        assert!(
+            try_verify(&hs).starts_with("28000 bad_jwt"),
+            "{}",
+            try_verify(&hs)
+        );
+        Spi::run("set local auth.jwt_aud = 'a'").unwrap();
+        assert_eq!(try_verify(&hs), "ok");
+        assert_eq!(crate::keys::verified_memory().unwrap().0, 2);
+        // Revocation drops the memory at once: the remembered tokens now fail.
         Spi::run("select auth.revoke_signing_key('cache-test')").unwrap();
         assert_eq!(crate::keys::verified_memory().unwrap().0, 0);
         assert_eq!(
             try_verify(&token),
             "28000 bad_jwt: signing key \"cache-test\" has been revoked"
+        );
+        assert_eq!(try_verify(&hs), "ok");
+        Spi::run("select auth.promote_signing_key(auth.create_signing_key('EdDSA') ->> 'kid')")
+            .unwrap();
+        Spi::run("select auth.revoke_signing_key('hs-cache')").unwrap();
+        assert_eq!(
+            try_verify(&hs),
+            "28000 bad_jwt: signing key \"hs-cache\" has been revoked"
         );
     }
 

@@ -19,40 +19,66 @@ pub fn verify(token: Option<&str>) -> AuthResult<Map<String, Value>> {
     keys::verify(token, unix_now(), &policy)
 }
 
-/// JSON text returned as `jsonb` by Postgres' own jsonb input, with no serde round trip
-/// (`pgrx::JsonB` would build a serde value, write it out as text, then call jsonb_in).
-pub struct JsonbText(String);
-
-pgrx::impl_sql_translatable!(JsonbText, "jsonb");
-
-// SAFETY: the datum returned is the one jsonb_in made, in the function's memory context.
-unsafe impl pgrx::callconv::BoxRet for JsonbText {
-    unsafe fn box_into<'fcx>(
-        self,
-        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
-    ) -> pgrx::datum::Datum<'fcx> {
-        // Checked JSON has no NUL byte (raw control characters are not JSON).
-        let text = std::ffi::CString::new(self.0)
-            .map_err(|_| AuthError::BadJwt("claims hold a NUL byte".into()))
-            .or_raise();
-        // SAFETY: jsonb_in takes a cstring; it raises on text it cannot read.
-        match unsafe {
+/// The bytes of a `jsonb` datum, built by Postgres' own jsonb input from JSON text (no
+/// serde round trip: `pgrx::JsonB` would build a serde value and write it out as text first).
+fn jsonb_bytes(text: &str) -> AuthResult<Box<[u8]>> {
+    // Checked JSON has no NUL byte (raw control characters are not JSON).
+    let text = std::ffi::CString::new(text)
+        .map_err(|_| AuthError::BadJwt("claims hold a NUL byte".into()))?;
+    // SAFETY: jsonb_in takes a cstring and raises on text it cannot read; what it returns is
+    // a new, uncompressed varlena in the current memory context, read here for its length.
+    unsafe {
+        let datum =
             pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())])
-        } {
-            Some(d) => unsafe { fcinfo.return_raw_datum(d) },
-            None => fcinfo.return_null(),
+                .ok_or_else(|| AuthError::Unexpected("jsonb input returned null".into()))?;
+        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+        let len = pgrx::varlena::varsize_any(ptr);
+        let bytes: Box<[u8]> = std::slice::from_raw_parts(ptr.cast::<u8>(), len).into();
+        pg_sys::pfree(ptr.cast());
+        Ok(bytes)
+    }
+}
+
+/// A `jsonb` datum to return: a copy, in the call's memory context, of bytes jsonb input
+/// made (and the verified-token memory keeps).
+pub struct JsonbDatum(pg_sys::Datum);
+
+impl JsonbDatum {
+    fn copy_of(bytes: &[u8]) -> JsonbDatum {
+        // SAFETY: palloc raises rather than return null; the bytes are a whole varlena.
+        unsafe {
+            let ptr = pg_sys::palloc(bytes.len()).cast::<u8>();
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len());
+            JsonbDatum(pg_sys::Datum::from(ptr))
         }
     }
 }
 
-/// auth.verify_jwt(token): the claims of a valid token, or SQLSTATE 28000 `bad_jwt`.
+pgrx::impl_sql_translatable!(JsonbDatum, "jsonb");
+
+// SAFETY: the datum is a palloc'd jsonb in the function's memory context.
+unsafe impl pgrx::callconv::BoxRet for JsonbDatum {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
+/// auth.verify_jwt(token): the claims of a valid token, or SQLSTATE 28000 `bad_jwt`. A token
+/// this backend has verified before returns the jsonb it built then, once its time and
+/// audience claims pass again.
 #[pg_extern(stable, parallel_restricted)]
-fn verify_jwt(token: Option<&str>) -> JsonbText {
+fn verify_jwt(token: Option<&str>) -> JsonbDatum {
     let token = token
         .ok_or_else(|| AuthError::BadJwt("token is required".into()))
         .or_raise();
     let policy = config::verify_policy();
-    JsonbText(keys::verify_text(token, unix_now(), &policy).or_raise())
+    keys::verify_then(token, unix_now(), &policy, |r| {
+        r.jsonb(jsonb_bytes).map(JsonbDatum::copy_of)
+    })
+    .or_raise()
 }
 
 /// The legacy per-claim settings the helpers read before `request.jwt.claims` (Supabase's
