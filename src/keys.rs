@@ -57,10 +57,11 @@ impl Remembered {
         &mut self,
         build: impl FnOnce(&str) -> AuthResult<Box<[u8]>>,
     ) -> AuthResult<&[u8]> {
-        if self.jsonb.is_none() {
-            self.jsonb = Some(build(&self.text)?);
-        }
-        Ok(self.jsonb.as_deref().unwrap_or_default())
+        let bytes = match self.jsonb.take() {
+            Some(bytes) => bytes,
+            None => build(&self.text)?,
+        };
+        Ok(self.jsonb.insert(bytes))
     }
 
     fn jsonb_len(&self) -> usize {
@@ -99,6 +100,21 @@ impl Memo {
         self.bytes = 0;
     }
 
+    /// Can an entry of this cost be kept at all? One larger than a quarter of the bound is
+    /// verified every time rather than crowd out the rest.
+    fn fits(cost: usize) -> bool {
+        cost <= cache_bound_bytes() / 4
+    }
+
+    /// Charge `cost` for what is about to be added, starting over first when it would pass
+    /// the bound.
+    fn charge(&mut self, cost: usize) {
+        if self.bytes + cost > cache_bound_bytes() {
+            self.start_over();
+        }
+        self.bytes += cost;
+    }
+
     /// Has this token been checked before (and not kept)? Records it when not.
     fn seen_before(&mut self, token: &str) -> bool {
         let hash = std::hash::BuildHasher::hash_one(self.entries.hasher(), token);
@@ -106,45 +122,37 @@ impl Memo {
             self.bytes = self.bytes.saturating_sub(Self::SEEN_COST);
             return true;
         }
-        if self.bytes + Self::SEEN_COST > cache_bound_bytes() {
-            self.start_over();
-        }
+        self.charge(Self::SEEN_COST);
         self.seen.insert(hash);
-        self.bytes += Self::SEEN_COST;
         false
     }
 
     fn insert(&mut self, token: &str, entry: Remembered) {
-        let bound = cache_bound_bytes();
         let cost = Self::cost(token, &entry);
-        if cost > bound / 4 {
-            return; // an outsized token is verified every time rather than crowd out the rest
+        if !Self::fits(cost) {
+            return;
         }
-        if self.bytes + cost > bound {
-            self.start_over();
-        }
+        self.charge(cost);
         if let Some(old) = self.entries.insert(token.to_string(), entry) {
             self.bytes = self.bytes.saturating_sub(Self::cost(token, &old));
         }
-        self.bytes += cost;
     }
 
     /// Charge what an entry grew by (its jsonb, built at a later use): an entry that has
     /// grown past a quarter of the bound is dropped, and past the bound the memory starts
     /// over.
     fn grew(&mut self, token: &str, by: usize) {
-        let bound = cache_bound_bytes();
         self.bytes += by;
         if self
             .entries
             .get(token)
-            .is_some_and(|e| Self::cost(token, e) > bound / 4)
+            .is_some_and(|e| !Self::fits(Self::cost(token, e)))
         {
             if let Some(old) = self.entries.remove(token) {
                 self.bytes = self.bytes.saturating_sub(Self::cost(token, &old));
             }
         }
-        if self.bytes > bound {
+        if self.bytes > cache_bound_bytes() {
             self.start_over();
         }
     }
